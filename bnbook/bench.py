@@ -1,0 +1,66 @@
+"""Benchmark: bnbook's training loop against a plain hand-written PyTorch loop, probe overhead, GFLOP/s.
+
+Prints ratios with their targets (loop ≥ 0.95× plain PyTorch, probes ≤ 30% overhead at the default
+interval); it is a measurement, not a test, so it never fails on a slow machine.
+Run it with `python -m bnbook bench`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import data as bdata
+from .train import BOOK_VGG, Config, build_model, train
+
+
+def plain_loop(cfg: Config) -> float:
+    """The same model, data, batches and SGD as `train`, written as the shortest PyTorch loop; seconds."""
+    start = time.perf_counter()
+    x_all, y_all = bdata.load_cifar10("train")
+    model = build_model(cfg).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    order = bdata.batches(cfg.train_size, cfg.batch_size, cfg.seed)
+    for _ in range(cfg.steps):
+        idx = next(order)
+        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def step_flops(cfg: Config) -> int:
+    """Floating-point operations of one training step (forward and backward) of `cfg`'s model."""
+    model = build_model(cfg).train()
+    x = torch.zeros(cfg.batch_size, 3, 32, 32)
+    y = torch.zeros(cfg.batch_size, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops()
+
+
+def main(steps: int = 60, width: float = 0.5) -> int:
+    """Print the benchmark for a VGG-11 of `width` trained for `steps` steps at batch 128."""
+    base = dataclasses.replace(BOOK_VGG, width=width, steps=steps, eval_every=0, norm="batch")
+    probed = dataclasses.replace(base, act_layers=(2, 6), ics_layers=(2, 6), landscape=(0.5, 1.0, 2.0, 4.0))
+    bdata.load_cifar10("train")
+    train(dataclasses.replace(base, steps=5))  # warm-up: allocator, thread pool
+    plain_loop(dataclasses.replace(base, steps=5))
+    t_plain = min(plain_loop(base) for _ in range(2))
+    t_ours = min(train(base, progress=False).final["wall_time"] for _ in range(2))
+    t_probed = train(probed, progress=False).final["wall_time"]
+    images = steps * base.batch_size
+    flops = step_flops(base) * steps
+    print(f"benchmark: VGG-11 ×{width:g} width + BN, batch {base.batch_size}, {steps} steps, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"  plain PyTorch loop : {images / t_plain:8.1f} images/s")
+    print(f"  bnbook train()     : {images / t_ours:8.1f} images/s  ratio {t_plain / t_ours:.3f}  (target >= 0.95)")
+    print(f"  with probes every {probed.probe_every} steps (activations, ICS, landscape x4): "
+          f"overhead {t_probed / t_ours - 1:+.1%}  (target <= +30%)")
+    print(f"  achieved           : {flops / t_ours / 1e9:8.2f} GFLOP/s ({step_flops(base) / 1e9:.3f} GFLOP per step)")
+    return 0

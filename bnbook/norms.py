@@ -1,0 +1,225 @@
+"""Normalization layers, written from scratch.
+
+- `BatchNorm`: Algorithm 1 of Ioffe & Szegedy (2015) in training (batch statistics) and the running
+  statistics that stand in for Algorithm 2's population statistics at inference.
+- `NoisyBatchNorm`: BN followed by the time-varying noise of Santurkar et al. (2018), Fig. 2.
+- `Noise`: the same noise without normalization (the "noise hurts the standard network" control).
+- `LpNorm`: mean subtraction, then division by the average ℓp norm (p = 1, 2, ∞) instead of the std.
+
+`make_norm(name, num_features)` is the one switch that the models use; `NORMS` lists the names.
+The layers accept (N, C) and (N, C, H, W) inputs; statistics are per channel, over every other axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+NORMS = ("none", "batch", "noisy", "noise", "l1", "l2", "linf")
+
+
+def _reduce_dims(x: Tensor) -> tuple[int, ...]:
+    if x.dim() == 2:
+        return (0,)
+    if x.dim() == 4:
+        return (0, 2, 3)
+    raise ValueError(f"expected a (N, C) or (N, C, H, W) input, got shape {tuple(x.shape)}")
+
+
+def _per_channel(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a (C,) vector so that it broadcasts against x along the channel axis."""
+    return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1, 1)
+
+
+def batch_norm_forward(x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
+    """Algorithm 1 (the BN transform) in training mode: normalize with the batch's own statistics.
+
+    μ_B = mean, σ²_B = biased variance over the batch (and spatial axes), x̂ = (x − μ_B)/√(σ²_B + ε),
+    y = γ x̂ + β. Gradients flow through μ_B and σ²_B by autograd.
+    """
+    dims = _reduce_dims(x)
+    mean = x.mean(dims)
+    var = x.var(dims, unbiased=False)
+    x_hat = (x - _per_channel(mean, x)) / torch.sqrt(_per_channel(var, x) + eps)
+    return x_hat * _per_channel(gamma, x) + _per_channel(beta, x)
+
+
+def batch_norm_backward(
+    dy: Tensor, x: Tensor, gamma: Tensor, eps: float = 1e-5
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward pass of Algorithm 1, written out as in Ioffe & Szegedy (2015), Section 3.
+
+    Returns (∂ℓ/∂x, ∂ℓ/∂γ, ∂ℓ/∂β) given the upstream gradient ∂ℓ/∂y. It exists so the book can show
+    the chain rule through the batch statistics and check it against autograd.
+    """
+    dims = _reduce_dims(x)
+    m = x.numel() // x.shape[1]
+    mu = _per_channel(x.mean(dims), x)
+    var = _per_channel(x.var(dims, unbiased=False), x)
+    inv_std = 1.0 / torch.sqrt(var + eps)
+    x_hat = (x - mu) * inv_std
+    dx_hat = dy * _per_channel(gamma, x)
+    dvar = (dx_hat * (x - mu)).sum(dims, keepdim=True) * -0.5 * inv_std**3
+    dmu = (-dx_hat * inv_std).sum(dims, keepdim=True) + dvar * (-2.0 * (x - mu)).sum(
+        dims, keepdim=True
+    ) / m
+    dx = dx_hat * inv_std + dvar * 2.0 * (x - mu) / m + dmu / m
+    return dx, (dy * x_hat).sum(dims), dy.sum(dims)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalization from scratch, a drop-in for `torch.nn.BatchNorm1d/2d`.
+
+    Training: normalize with the batch statistics (Algorithm 1) and update running estimates,
+    running ← (1 − momentum)·running + momentum·batch, with the *unbiased* batch variance
+    (m/(m−1) σ²_B, as in Algorithm 2). Inference: the affine map with the running statistics.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            scale = self.weight / torch.sqrt(self.running_var + self.eps)
+            shift = self.bias - self.running_mean * scale
+            return x * _per_channel(scale, x) + _per_channel(shift, x)
+        dims = _reduce_dims(x)
+        m = x.numel() // x.shape[1]
+        if m < 2:
+            raise ValueError(
+                f"BatchNorm needs more than one value per channel in training mode, got input shape "
+                f"{tuple(x.shape)}; use a larger batch or call model.eval()"
+            )
+        with torch.no_grad():
+            self.running_mean.lerp_(x.mean(dims), self.momentum)
+            self.running_var.lerp_(x.var(dims, unbiased=True), self.momentum)
+            self.num_batches_tracked += 1
+        return batch_norm_forward(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+def inject_noise(
+    a: Tensor,
+    generator: torch.Generator,
+    n_mu: float = 0.5,
+    n_sigma: float = 1.25,
+    r_mu: float = 0.1,
+    r_sigma: float = 0.1,
+) -> Tensor:
+    """The noise of Santurkar et al. (2018), Fig. 2, redrawn at every call (every training step).
+
+    Per channel j: μ_j ~ U(−n_μ, n_μ), σ_j ~ U(1, n_σ). Per sample i and channel j:
+    m_ij ~ U(μ_j − r_μ, μ_j + r_μ), s_ij ~ N(σ_j, r_σ²) (r_σ read as a standard deviation);
+    a_ij ← s_ij · a_ij + m_ij, the same (s_ij, m_ij) at every spatial position of channel j.
+    """
+    n, c = a.shape[0], a.shape[1]
+    opts = dict(generator=generator, dtype=a.dtype, device=a.device)
+    mu = (torch.rand(c, **opts) * 2 - 1) * n_mu
+    sigma = 1 + torch.rand(c, **opts) * (n_sigma - 1)
+    m = mu + (torch.rand(n, c, **opts) * 2 - 1) * r_mu
+    s = sigma + torch.randn(n, c, **opts) * r_sigma
+    if a.dim() == 4:
+        m, s = m[:, :, None, None], s[:, :, None, None]
+    return s * a + m
+
+
+class NoisyBatchNorm(BatchNorm):
+    """BN whose output is perturbed, in training only, by `inject_noise` (Santurkar et al. Fig. 2).
+
+    The noise comes from the layer's own seeded generator, never from the global RNG, so runs are
+    reproducible and probes can save and restore it. At inference it is plain BN.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, seed: int = 0) -> None:
+        super().__init__(num_features, eps, momentum)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        return inject_noise(y, self.generator) if self.training else y
+
+
+class Noise(nn.Module):
+    """The noisy-BN perturbation without the normalization: the standard network plus the same noise."""
+
+    def __init__(self, num_features: int, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return inject_noise(x, self.generator) if self.training else x
+
+
+class LpNorm(nn.Module):
+    """ℓp normalization (Santurkar et al. 2018, §3.3): y ← γ (y − μ)/ν_p + β, per channel.
+
+    ν_1 = mean |y|, ν_2 = √(mean y²), ν_∞ = max |y|, computed before centering, over the batch (and
+    spatial axes). Like BN it keeps running estimates of μ and ν for inference.
+    """
+
+    def __init__(self, num_features: int, p: float, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        if p not in (1, 2, math.inf):
+            raise ValueError(f"LpNorm supports p = 1, 2 or math.inf, got p={p!r}")
+        self.num_features, self.p, self.eps, self.momentum = num_features, p, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_nu", torch.ones(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = _reduce_dims(x)
+        if self.training:
+            mean = x.mean(dims)
+            if self.p == 1:
+                nu = x.abs().mean(dims)
+            elif self.p == 2:
+                nu = x.pow(2).mean(dims).sqrt()
+            else:
+                nu = x.abs().amax(dims)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_nu.lerp_(nu, self.momentum)
+        else:
+            mean, nu = self.running_mean, self.running_nu
+        x_hat = (x - _per_channel(mean, x)) / (_per_channel(nu, x) + self.eps)
+        return x_hat * _per_channel(self.weight, x) + _per_channel(self.bias, x)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, p={self.p}"
+
+
+def make_norm(name: str, num_features: int, seed: int = 0) -> nn.Module:
+    """The one switch between normalizations: a name from `NORMS` → a layer for `num_features` channels.
+
+    `seed` seeds the noise generator of "noisy" and "noise" layers (each layer gets its own).
+    """
+    if name == "none":
+        return nn.Identity()
+    if name == "batch":
+        return BatchNorm(num_features)
+    if name == "noisy":
+        return NoisyBatchNorm(num_features, seed=seed)
+    if name == "noise":
+        return Noise(num_features, seed=seed)
+    if name in ("l1", "l2", "linf"):
+        return LpNorm(num_features, p={"l1": 1, "l2": 2, "linf": math.inf}[name])
+    raise ValueError(f"unknown norm {name!r}; choose one of {', '.join(NORMS)}")
+
+
+def has_affine(name: str) -> bool:
+    """Whether the norm has its own shift β, which makes the preceding layer's bias redundant."""
+    return name in ("batch", "noisy", "l1", "l2", "linf")

@@ -1,0 +1,124 @@
+"""The book's figures: one style, one colour per normalization, the papers' figures as functions of runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+
+from .train import Run
+
+LABELS = {
+    "none": "Standard",
+    "batch": "Standard + BatchNorm",
+    "noisy": "Standard + noisy BatchNorm",
+    "noise": "Standard + noise (no BN)",
+    "l1": "ℓ1 norm",
+    "l2": "ℓ2 norm",
+    "linf": "ℓ∞ norm",
+}
+COLORS = {
+    "none": "#1f77b4",
+    "batch": "#d62728",
+    "noisy": "#2ca02c",
+    "noise": "#7f7f7f",
+    "l1": "#9467bd",
+    "l2": "#ff7f0e",
+    "linf": "#8c564b",
+}
+
+
+def use_style() -> None:
+    """The one figure style of the book (call once at the top of a chapter)."""
+    plt.rcParams.update(
+        {
+            "figure.figsize": (7.0, 3.2),
+            "figure.dpi": 90,
+            "savefig.dpi": 90,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": 10,
+            "axes.labelsize": 9,
+            "legend.fontsize": 8,
+            "xtick.labelsize": 8,
+            "ytick.labelsize": 8,
+            "figure.constrained_layout.use": True,
+        }
+    )
+
+
+def label(run: Run) -> str:
+    """The legend entry of a run: its normalization and learning rate."""
+    return f"{LABELS[run.config.norm]}, lr={run.config.lr:g}"
+
+
+def smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first values average over what there is)."""
+    x = np.asarray(x, dtype=np.float64)
+    if window <= 1 or len(x) == 0:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    n = np.minimum(np.arange(1, len(x) + 1), window)
+    return (c[np.arange(1, len(x) + 1)] - c[np.arange(1, len(x) + 1) - n]) / n
+
+
+def curves(runs: Sequence[Run], metric: str = "test_acc", ax: Axes | None = None, window: int = 50,
+           **plot_kw) -> Axes:
+    """Training curves: `train_acc`/`train_loss` per step (smoothed), `test_acc`/`test_loss` per evaluation."""
+    ax = ax or plt.gca()
+    for run in runs:
+        h = run.history
+        if metric.startswith("train"):
+            x, y = h["step"] + 1, smooth(h[metric], window)
+        else:
+            x, y = h["eval_step"], h[metric]
+        style = {"color": COLORS[run.config.norm], "label": label(run)} | plot_kw
+        ax.plot(x, 100 * y if metric.endswith("acc") else y, **style)
+        if run.diverged:
+            ax.axvline(run.final["diverged_at"], color=style["color"], ls=":", lw=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel({"train_acc": "training accuracy (%)", "test_acc": "test accuracy (%)"}.get(metric, metric))
+    return ax
+
+
+def ridge(run: Run, layer: int, ax: Axes | None = None, every: int = 1, bins: int = 60,
+          lim: float | None = None, color: str | None = None) -> Axes:
+    """Histograms of layer #`layer`'s activations over training, stacked (the papers' "ridge" plots)."""
+    ax = ax or plt.gca()
+    values = run.history[f"act{layer}_values"][::every]
+    steps = run.history["probe_step"][::every]
+    lim = lim or float(np.quantile(np.abs(values), 0.99))
+    edges = np.linspace(-lim, lim, bins + 1)
+    centers = (edges[1:] + edges[:-1]) / 2
+    color = color or COLORS[run.config.norm]
+    for k, (v, s) in enumerate(zip(values[::-1], steps[::-1])):
+        hist, _ = np.histogram(np.clip(v, -lim, lim), bins=edges, density=True)
+        offset = len(values) - 1 - k
+        y = offset + 0.9 * hist / max(hist.max(), 1e-12)
+        ax.fill_between(centers, offset, y, color=color, alpha=0.35, lw=0)
+        ax.plot(centers, y, color=color, lw=0.7)
+    ax.set_yticks(range(len(steps)), [str(s) for s in steps])
+    ax.set_ylabel("training step")
+    ax.set_xlabel(f"activation of layer #{layer}")
+    ax.grid(False)
+    return ax
+
+
+def band(runs: Sequence[Run], key: str, ax: Axes | None = None, log: bool = True) -> Axes:
+    """The range over step sizes of a landscape probe (`land_loss`, `land_graddiff`, …) at each probed step."""
+    ax = ax or plt.gca()
+    for run in runs:
+        h = run.history
+        v = h[key]
+        lo, hi = (v.min(axis=1), v.max(axis=1)) if v.ndim == 2 else (v, v)
+        c = COLORS[run.config.norm]
+        ax.fill_between(h["probe_step"], lo, hi, color=c, alpha=0.35, label=label(run))
+        ax.plot(h["probe_step"], hi, color=c, lw=0.8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    return ax

@@ -1,0 +1,202 @@
+"""Probes: measurements taken during training that must not change the training trajectory.
+
+- `activation_stats`: the distribution of the input to a block's nonlinearity (the norm's output).
+- `ics`: internal covariate shift by Definition 2.1 of Santurkar et al. (2018): the gradient of layer i
+  before (G) and after (G') all preceding layers take their update on the same batch.
+- `landscape`: loss and gradient along the gradient direction (or a random one) over step sizes:
+  loss range, gradient predictiveness ‖∇L(x − ηd) − g‖ and effective β-smoothness.
+
+Every probe runs inside `preserved(model)`, which restores parameters, buffers (BN running statistics)
+and every random generator (global and the noisy layers' own) afterwards: a run with probes ends with
+exactly the weights of the same run without them (tested in tests/test_probes.py).
+Probes evaluate the model in training mode on the current batch: that is the loss SGD minimizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+QUANTILES = (0.01, 0.05, 0.15, 0.25, 0.5, 0.75, 0.85, 0.95, 0.99)
+N_SAMPLES = 2048  # activation values kept per probe, for histograms
+
+
+def _generators(model: nn.Module) -> list[torch.Generator]:
+    return [m.generator for m in model.modules() if isinstance(getattr(m, "generator", None), torch.Generator)]
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Run a block of code and then put the model and all RNGs back exactly as they were."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    gens = [(g, g.get_state()) for g in _generators(model)]
+    rng = torch.get_rng_state()
+    grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    training = model.training
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(state[k])
+        for g, s in gens:
+            g.set_state(s)
+        torch.set_rng_state(rng)
+        for n, p in model.named_parameters():
+            p.grad = grads[n]
+        model.train(training)
+
+
+@contextlib.contextmanager
+def _same_noise(model: nn.Module) -> Iterator[None]:
+    """Make every forward inside see the noise the real training step will see (noisy BN)."""
+    gens = [(g, g.get_state()) for g in _generators(model)]
+    try:
+        yield
+    finally:
+        for g, s in gens:
+            g.set_state(s)
+
+
+def _loss_and_grads(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> tuple[float, list[Tensor]]:
+    params = [p for p in model.parameters()]
+    with _same_noise(model):
+        loss = loss_fn(model(x), y)
+    grads = torch.autograd.grad(loss, params)
+    return loss.item(), [g.detach() for g in grads]
+
+
+def _flat(ts: list[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in ts])
+
+
+def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Statistics of the nonlinearity's input (the norm's output) of each layer #i in `layers` on batch x.
+
+    Returns, per layer i: `act{i}_mean`/`act{i}_var` per channel, `act{i}_quantiles` at `QUANTILES`
+    over all values, and `act{i}_values`, a fixed subsample of `N_SAMPLES` values for histograms.
+    """
+    captured: dict[int, Tensor] = {}
+    hooks = [
+        model.blocks[i - 1].norm.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(i, out.detach()))
+        for i in layers
+    ]
+    try:
+        with preserved(model), torch.no_grad():
+            model.train()
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    out: dict[str, np.ndarray] = {}
+    for i in layers:
+        a = captured[i]
+        dims = (0,) if a.dim() == 2 else (0, 2, 3)
+        flat = a.reshape(-1).double()
+        pick = torch.randint(flat.numel(), (N_SAMPLES,), generator=torch.Generator().manual_seed(i))
+        out[f"act{i}_mean"] = a.mean(dims).numpy()
+        out[f"act{i}_var"] = a.var(dims, unbiased=False).numpy()
+        out[f"act{i}_quantiles"] = np.quantile(flat.numpy(), QUANTILES).astype(np.float32)
+        out[f"act{i}_values"] = flat[pick].float().numpy()
+    return out
+
+
+def ics(
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, lr: float, layers: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Internal covariate shift of layers #i (Definition 2.1 of Santurkar et al. 2018).
+
+    G = ∇_{W_i} L at the current parameters; G' = ∇_{W_i} L after every parameter of blocks 1 … i−1
+    has taken its SGD step (W − lr·∇L on this batch), all later parameters unchanged. Returns
+    `ics{i}_l2` = ‖G − G'‖₂, `ics{i}_cos` = cos∠(G, G') and `ics{i}_gnorm` = ‖G‖₂.
+    """
+    out: dict[str, np.ndarray] = {}
+    with preserved(model):
+        model.train()
+        names = [n for n, _ in model.named_parameters()]
+        _, grads = _loss_and_grads(model, loss_fn, x, y)
+        grad_of = dict(zip(names, grads))
+        for i in layers:
+            w = model.blocks[i - 1].layer.weight
+            g = grad_of[f"blocks.{i - 1}.layer.weight"]
+            earlier = [
+                (p, grad_of[n]) for n, p in model.named_parameters()
+                if n.startswith("blocks.") and int(n.split(".")[1]) < i - 1
+            ]
+            saved = [p.detach().clone() for p, _ in earlier]
+            with torch.no_grad():
+                for p, gp in earlier:
+                    p.sub_(lr * gp)
+            with _same_noise(model):
+                loss = loss_fn(model(x), y)
+            (g2,) = torch.autograd.grad(loss, [w])
+            with torch.no_grad():
+                for (p, _), s in zip(earlier, saved):
+                    p.copy_(s)
+            g, g2 = g.double().reshape(-1), g2.double().reshape(-1)
+            out[f"ics{i}_l2"] = np.float64((g - g2).norm().item())
+            out[f"ics{i}_cos"] = np.float64((g @ g2 / (g.norm() * g2.norm()).clamp_min(1e-300)).item())
+            out[f"ics{i}_gnorm"] = np.float64(g.norm().item())
+    return out
+
+
+def landscape(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: Tensor,
+    y: Tensor,
+    lr: float,
+    multipliers: tuple[float, ...],
+    direction: str = "gradient",
+    seed: int = 0,
+    prefix: str = "land",
+) -> dict[str, np.ndarray]:
+    """Loss and gradient along x(η) = x₀ − η·d for η = lr × each multiplier (Santurkar et al. Fig. 4).
+
+    d is the gradient g = ∇L(x₀) on this batch (`direction="gradient"`) or a random Gaussian direction
+    rescaled to ‖g‖ (`"random"`, drawn from a generator seeded with `seed`). All parameters move
+    (weights, biases, γ, β). Returns `{prefix}_loss` (K,) = L(x(η)), `{prefix}_graddiff` (K,) =
+    ‖∇L(x(η)) − g‖₂, `{prefix}_beta` = max_η ‖∇L(x(η)) − g‖₂ / ‖η d‖₂, `{prefix}_loss0` = L(x₀) and
+    `{prefix}_gnorm` = ‖g‖₂.
+    """
+    if direction not in ("gradient", "random"):
+        raise ValueError(f"direction must be 'gradient' or 'random', got {direction!r}")
+    with preserved(model):
+        model.train()
+        params = list(model.parameters())
+        x0 = [p.detach().clone() for p in params]
+        loss0, g = _loss_and_grads(model, loss_fn, x, y)
+        g_flat = _flat(g).double()
+        if direction == "gradient":
+            d = g
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            r = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+            scale = g_flat.norm() / _flat(r).double().norm()
+            d = [t * scale.to(t.dtype) for t in r]
+        d_norm = _flat(d).double().norm().item()
+        losses, diffs = [], []
+        for k in multipliers:
+            eta = lr * k
+            with torch.no_grad():
+                for p, p0, dp in zip(params, x0, d):
+                    p.copy_(p0 - eta * dp)
+            loss, grad = _loss_and_grads(model, loss_fn, x, y)
+            losses.append(loss)
+            diffs.append((_flat(grad).double() - g_flat).norm().item())
+    etas = lr * np.asarray(multipliers, dtype=np.float64)
+    diffs_a = np.asarray(diffs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.max(diffs_a / (etas * d_norm)) if d_norm > 0 else np.nan
+    return {
+        f"{prefix}_loss": np.asarray(losses),
+        f"{prefix}_graddiff": diffs_a,
+        f"{prefix}_beta": np.float64(beta),
+        f"{prefix}_loss0": np.float64(loss0),
+        f"{prefix}_gnorm": np.float64(g_flat.norm().item()),
+    }

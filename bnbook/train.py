@@ -1,0 +1,285 @@
+"""The one training loop of the book: plain SGD at a constant learning rate, as in both papers.
+
+A run is described completely by a frozen `Config`; `train(config)` returns a `Run` (histories as
+arrays, final numbers, trained weights). Use `bnbook.results.get_run(config)` from notebooks: it
+returns the cached run when there is one and trains (and caches) it otherwise.
+
+The book's shared scales are the `BOOK_*` configs below; chapters derive their runs from them with
+`dataclasses.replace(BOOK_VGG, norm="batch", lr=0.5)`, which is how runs are shared between chapters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import data as bdata
+from . import models, probes
+from .norms import NORMS
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines a training run. Two equal configs give bit-identical runs."""
+
+    model: str = "vgg"  # "vgg" (CIFAR-10), "mlp" (CIFAR-10, flattened), "dln" (synthetic regression)
+    norm: str = "none"  # one of bnbook.norms.NORMS
+    lr: float = 0.1
+    steps: int = 1000
+    batch_size: int = 128  # ignored by "dln", which uses full-batch gradient descent
+    seed: int = 0
+    arch: str = "A"  # VGG configuration: "A" (VGG-11) or "D" (VGG-16)
+    width: float = 0.25  # VGG channel multiplier
+    depth: int = 3  # mlp: hidden layers; dln: linear layers
+    hidden: int = 100  # mlp: units per hidden layer; dln: width
+    init_std: float = 0.0  # 0 → Glorot uniform (the paper's); > 0 → N(0, init_std²)
+    train_size: int = 50000  # the first N training images (CIFAR-10) or the N samples (dln)
+    test_size: int = 10000  # the first N test images used for evaluation
+    augment: bool = False  # random crop + flip; the paper used none
+    eval_every: int = 100  # evaluate on the test split every N steps (and at the end)
+    probe_every: int = 50  # run the probes below every N steps (0: never); none are on by default
+    act_layers: tuple[int, ...] = ()  # layers #i whose activation statistics are recorded
+    ics_layers: tuple[int, ...] = ()  # layers #i whose ICS (Definition 2.1) is measured
+    landscape: tuple[float, ...] = ()  # step sizes, as multiples of lr, for the landscape probes
+    random_direction: bool = False  # also probe along a random direction of the gradient's norm
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in models.MODELS:
+            problems.append(f"model={self.model!r} is not one of {models.MODELS}")
+        if self.norm not in NORMS:
+            problems.append(f"norm={self.norm!r} is not one of {NORMS}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr={self.lr!r} must be a finite number > 0")
+        for name in ("steps", "eval_every", "probe_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)!r} must be an integer >= 0")
+        for name in ("batch_size", "depth", "hidden", "train_size", "test_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.model != "dln" and isinstance(self.batch_size, int) and self.batch_size > self.train_size:
+            problems.append(f"batch_size={self.batch_size} exceeds train_size={self.train_size}")
+        if self.model == "vgg" and self.arch not in models.VGG_CONFIGS:
+            problems.append(f"arch={self.arch!r} is not one of {tuple(models.VGG_CONFIGS)}")
+        if not self.width > 0 or self.init_std < 0:
+            problems.append(f"width={self.width!r} must be > 0 and init_std={self.init_std!r} >= 0")
+        if any(not (m > 0 and math.isfinite(m)) for m in self.landscape):
+            problems.append(f"landscape={self.landscape!r}: step-size multipliers must be finite and > 0")
+        n_layers = self.num_layers()
+        for name in ("act_layers", "ics_layers"):
+            bad = [i for i in getattr(self, name) if not 1 <= i <= n_layers]
+            if bad:
+                problems.append(f"{name}={getattr(self, name)!r}: layers are numbered 1..{n_layers} here")
+        if problems:
+            raise ValueError("invalid Config: " + "; ".join(problems))
+
+    def num_layers(self) -> int:
+        """How many numbered layers (blocks) the model has."""
+        if self.model == "vgg":
+            return sum(v != "M" for v in models.VGG_CONFIGS.get(self.arch, []))
+        return self.depth
+
+    def label(self) -> str:
+        """A short human-readable description of the scale, to print beside every result."""
+        if self.model == "vgg":
+            net = f"VGG-{ {'A': 11, 'D': 16}[self.arch] } ×{self.width:g} width"
+            data = f"{self.train_size // 1000}k CIFAR-10 train images, batch {self.batch_size}"
+        elif self.model == "mlp":
+            net = f"MLP {self.depth}×{self.hidden} sigmoid"
+            data = f"{self.train_size // 1000}k CIFAR-10 train images, batch {self.batch_size}"
+        else:
+            net = f"DLN {self.depth}×{self.hidden}"
+            data = f"{self.train_size} Gaussian samples, full batch"
+        return f"{net}, norm={self.norm}, lr={self.lr:g}, {self.steps} steps, {data}, seed {self.seed}"
+
+
+# The book's scales (chosen in chapter 3; every chapter derives its runs from these).
+BOOK_VGG = Config(model="vgg", arch="A", width=0.25, steps=1000, batch_size=128, eval_every=100)
+BOOK_MLP = Config(model="mlp", depth=3, hidden=100, batch_size=60, steps=3000, eval_every=100)
+BOOK_DLN = Config(model="dln", depth=25, hidden=10, train_size=100, lr=1e-6, steps=10000, eval_every=100)
+
+
+@dataclass
+class Run:
+    """The outcome of one training run: histories as arrays, final numbers, trained weights."""
+
+    config: Config
+    history: dict[str, np.ndarray]
+    final: dict[str, Any]
+    state: dict[str, Tensor] = field(repr=False)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def model(self) -> nn.Module:
+        """The trained model, in eval mode."""
+        m = build_model(self.config)
+        m.load_state_dict(self.state)
+        return m.eval()
+
+    @property
+    def diverged(self) -> bool:
+        return self.final["status"] == "diverged"
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The freshly initialized model that `cfg` trains."""
+    init_std = cfg.init_std or None
+    if cfg.model == "vgg":
+        return models.vgg(cfg.arch, cfg.width, cfg.norm, seed=cfg.seed, init_std=init_std)
+    if cfg.model == "mlp":
+        return models.mlp(hidden=cfg.hidden, depth=cfg.depth, norm=cfg.norm, seed=cfg.seed, init_std=init_std)
+    return models.deep_linear(cfg.depth, cfg.hidden, cfg.norm, seed=cfg.seed, init_std=init_std)
+
+
+def squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """‖W x − A x‖² summed over outputs and samples: the deep linear network's loss in the paper."""
+    return (pred - target).pow(2).sum()
+
+
+def task(cfg: Config) -> tuple[Tensor, Tensor, Tensor, Tensor, Any]:
+    """(train inputs, train targets, test inputs, test targets, loss function) for `cfg`."""
+    if cfg.model == "dln":
+        x, y, _ = bdata.linear_regression_data(cfg.train_size, cfg.hidden, seed=cfg.seed)
+        return x, y, x, y, squared_error
+    xtr, ytr = bdata.load_cifar10("train")
+    xte, yte = bdata.load_cifar10("test")
+    if cfg.train_size > len(xtr) or cfg.test_size > len(xte):
+        raise ValueError(f"train_size/test_size exceed CIFAR-10's {len(xtr)}/{len(xte)} images")
+    return xtr[: cfg.train_size], ytr[: cfg.train_size], xte[: cfg.test_size], yte[: cfg.test_size], F.cross_entropy
+
+
+def show_progress() -> bool:
+    """Progress bars only in an interactive terminal, never in CI or in notebook outputs."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 1000) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` in eval mode; accuracy is NaN for regression."""
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    regression = loss_fn is squared_error
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch])
+        if regression:
+            total += loss_fn(out, y[i : i + batch]).item()
+        else:
+            total += F.cross_entropy(out, y[i : i + batch], reduction="sum").item()
+            correct += (out.argmax(1) == y[i : i + batch]).sum().item()
+    model.train(was_training)
+    return (total if regression else total / len(x)), (math.nan if regression else correct / len(x))
+
+
+def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor, step: int) -> dict[str, Any]:
+    """Every probe `cfg` asks for, at the current parameters and batch (none changes the trajectory)."""
+    out: dict[str, Any] = {}
+    if cfg.act_layers:
+        out.update(probes.activation_stats(model, x, cfg.act_layers))
+    if cfg.ics_layers:
+        out.update(probes.ics(model, loss_fn, x, y, cfg.lr, cfg.ics_layers))
+    if cfg.landscape:
+        out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape))
+        if cfg.random_direction:
+            out.update(
+                probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, "random", seed=step, prefix="rand")
+            )
+    return out
+
+
+def train(cfg: Config, progress: bool | None = None) -> Run:
+    """Train `cfg` from scratch with plain SGD; deterministic on a given machine (same seed, same bits).
+
+    A non-finite loss stops the run: it is recorded as `final["status"] == "diverged"` with the step,
+    and the histories up to that step are kept.
+    """
+    start = time.perf_counter()
+    xtr, ytr, xte, yte, loss_fn = task(cfg)
+    model = build_model(cfg)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0)
+    full_batch = cfg.model == "dln"
+    order = None if full_batch else bdata.batches(len(xtr), cfg.batch_size, cfg.seed)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    regression = loss_fn is squared_error
+
+    losses, accs = np.full(cfg.steps, np.nan), np.full(cfg.steps, np.nan)
+    evals: list[tuple[int, float, float]] = []
+    probe_steps: list[int] = []
+    probe_rows: list[dict[str, Any]] = []
+    status, diverged_at = "ok", -1
+    bar = tqdm(total=cfg.steps, desc=f"{cfg.model}/{cfg.norm} lr={cfg.lr:g}", disable=not (
+        show_progress() if progress is None else progress), leave=False)
+    step = 0
+    for step in range(cfg.steps):
+        if full_batch:
+            x, y = xtr, ytr
+        else:
+            idx = next(order)
+            x, y = xtr[idx], ytr[idx]
+            if cfg.augment:
+                x = bdata.augment(x, aug_gen)
+        if cfg.probe_every and step % cfg.probe_every == 0:
+            probe_steps.append(step)
+            probe_rows.append(run_probes(cfg, model, loss_fn, x, y, step))
+        out = model(x)
+        loss = loss_fn(out, y)
+        if not torch.isfinite(loss):
+            status, diverged_at = "diverged", step
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[step] = loss.item()
+        if not regression:
+            accs[step] = (out.argmax(1) == y).float().mean().item()
+        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            evals.append((step + 1, *evaluate(model, xte, yte, loss_fn)))
+            bar.set_postfix(loss=f"{losses[step]:.3g}", test=f"{evals[-1][2]:.3f}")
+        bar.update()
+    bar.close()
+
+    done = diverged_at if status == "diverged" else cfg.steps
+    history: dict[str, np.ndarray] = {
+        "step": np.arange(done),
+        "train_loss": losses[:done],
+        "train_acc": accs[:done],
+        "eval_step": np.array([e[0] for e in evals], dtype=np.int64),
+        "test_loss": np.array([e[1] for e in evals]),
+        "test_acc": np.array([e[2] for e in evals]),
+        "probe_step": np.array(probe_steps, dtype=np.int64),
+    }
+    for key in probe_rows[0] if probe_rows else []:
+        history[key] = np.stack([np.asarray(r[key]) for r in probe_rows])
+    tail = slice(max(0, done - 100), done)
+    final = {
+        "status": status,
+        "diverged_at": diverged_at,
+        "steps_done": done,
+        "train_loss": float(np.mean(losses[tail])) if done else math.nan,
+        "train_acc": float(np.mean(accs[tail])) if done and not regression else math.nan,
+        "test_loss": evals[-1][1] if evals and status == "ok" else math.nan,
+        "test_acc": evals[-1][2] if evals and status == "ok" else math.nan,
+        "wall_time": time.perf_counter() - start,
+    }
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return Run(cfg, history, final, state)
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from its `dataclasses.asdict` form (tuples come back from JSON as lists)."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    unknown = set(d) - fields
+    if unknown:
+        raise ValueError(f"unknown Config fields {sorted(unknown)}; valid fields: {sorted(fields)}")
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

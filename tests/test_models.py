@@ -1,0 +1,56 @@
+"""Model shapes, layer numbering, initialization and the bias rule."""
+
+import math
+
+import pytest
+import torch
+
+from bnbook import models, norms
+
+
+@pytest.mark.parametrize("config,n_conv", [("A", 8), ("D", 13)])
+def test_vgg_shapes_and_layer_count(config, n_conv):
+    m = models.vgg(config, width=0.125, norm="batch")
+    assert len(m.blocks) == n_conv
+    assert m(torch.randn(4, 3, 32, 32)).shape == (4, 10)
+    assert all(isinstance(b.norm, norms.BatchNorm) for b in m.blocks)
+    assert all(b.layer.bias is None for b in m.blocks)  # β subsumes the bias
+    assert all(b.layer.bias is not None for b in models.vgg(config, 0.125, "none").blocks)
+
+
+def test_vgg_width_and_glorot_init():
+    m = models.vgg("A", width=0.5, seed=1)
+    assert m.blocks[0].layer.out_channels == 32 and m.blocks[-1].layer.out_channels == 256
+    w = m.blocks[3].layer.weight
+    fan_in, fan_out = w.shape[1] * 9, w.shape[0] * 9
+    bound = math.sqrt(6 / (fan_in + fan_out))
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+    assert abs(w.var().item() - bound**2 / 3) < 0.05 * bound**2 / 3
+    assert torch.equal(w, models.vgg("A", width=0.5, seed=1).blocks[3].layer.weight)
+    assert not torch.equal(w, models.vgg("A", width=0.5, seed=2).blocks[3].layer.weight)
+
+
+def test_deep_linear_is_linear_and_normed_between_layers():
+    m = models.deep_linear(depth=5, width=4, norm="batch")
+    assert [type(b.norm) for b in m.blocks] == [norms.BatchNorm] * 4 + [torch.nn.Identity]
+    plain = models.deep_linear(depth=5, width=4, norm="none")
+    x = torch.randn(7, 4, dtype=torch.float64)
+    plain = plain.double()
+    prod = torch.eye(4, dtype=torch.float64)
+    for b in plain.blocks:
+        prod = b.layer.weight @ prod
+    assert torch.allclose(plain(x), x @ prod.T, atol=1e-12)
+
+
+def test_mlp_sigmoid_and_gaussian_init():
+    m = models.mlp(hidden=100, depth=3, init_std=0.01, seed=0)
+    assert len(m.blocks) == 3 and isinstance(m.blocks[0].act, torch.nn.Sigmoid)
+    assert abs(m.blocks[0].layer.weight.std().item() - 0.01) < 0.0005
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_model_errors_name_the_choices():
+    with pytest.raises(ValueError, match="unknown VGG config 'Z'"):
+        models.vgg("Z")
+    with pytest.raises(ValueError, match="unknown norm"):
+        models.vgg("A", norm="groupnorm")

@@ -1,0 +1,97 @@
+"""Probes measure what they claim and leave the training trajectory untouched."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bnbook import models, probes, train
+from bnbook.train import Config
+
+from test_train import TINY_VGG, assert_same_run
+
+
+@pytest.mark.parametrize("norm", ["batch", "noisy", "none"])
+def test_probes_do_not_change_the_trajectory(fake_cifar, norm):
+    plain = dataclasses.replace(TINY_VGG, norm=norm, steps=6)
+    probed = dataclasses.replace(
+        plain, probe_every=2, act_layers=(1, 8), ics_layers=(2, 5), landscape=(0.5, 2.0), random_direction=True
+    )
+    a, b = train.train(plain), train.train(probed)
+    for k in a.state:
+        assert torch.equal(a.state[k], b.state[k]), k
+    np.testing.assert_array_equal(a.history["train_loss"], b.history["train_loss"])
+    assert b.history["probe_step"].tolist() == [0, 2, 4]
+    assert b.history["act8_values"].shape == (3, probes.N_SAMPLES)
+    assert b.history["land_graddiff"].shape == (3, 2) and b.history["rand_loss"].shape == (3, 2)
+    assert_same_run(b, train.train(probed))  # probes themselves are deterministic
+
+
+def _dln_loss(model, x, y):
+    return train.squared_error(model(x), y)
+
+
+def test_ics_matches_definition_2_1_by_hand():
+    torch.manual_seed(0)
+    model = models.deep_linear(depth=4, width=3, norm="batch", seed=0).double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    lr = 1e-2
+    out = probes.ics(model, train.squared_error, x, y, lr, (1, 3))
+    # by hand: G at W^t; G' after blocks 0 and 1 (weights, γ, β) take their SGD step
+    params = dict(model.named_parameters())
+    grads = dict(zip(params, torch.autograd.grad(_dln_loss(model, x, y), list(params.values()))))
+    g = grads["blocks.2.layer.weight"]
+    moved = models.deep_linear(depth=4, width=3, norm="batch", seed=0).double()
+    with torch.no_grad():
+        for n, p in moved.named_parameters():
+            p.copy_(params[n] - (lr * grads[n] if n.split(".")[1] in ("0", "1") else 0))
+    (g2,) = torch.autograd.grad(_dln_loss(moved, x, y), [moved.blocks[2].layer.weight])
+    assert out["ics3_l2"] == pytest.approx((g - g2).norm().item(), rel=1e-10)
+    cos = (g * g2).sum() / (g.norm() * g2.norm())
+    assert out["ics3_cos"] == pytest.approx(cos.item(), rel=1e-10)
+    assert out["ics3_l2"] > 0
+    # layer #1 has no preceding layers: G' = G
+    assert out["ics1_l2"] == 0 and out["ics1_cos"] == pytest.approx(1.0)
+
+
+def test_landscape_on_a_quadratic_is_exact():
+    """For one linear layer and squared error, L(x − ηg) and ∇L(x − ηg) − g = −ηHg are known in closed form."""
+    model = models.deep_linear(depth=1, width=4, seed=0).double()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    mults, lr = (0.5, 1.0, 2.0), 1e-3
+    out = probes.landscape(model, train.squared_error, x, y, lr, mults)
+    w = model.blocks[0].layer.weight.detach()
+    g = 2 * (x @ w.T - y).T @ x  # ∇_W ‖x Wᵀ − y‖²
+    hg = 2 * g @ (x.T @ x)  # H g
+    l0 = ((x @ w.T - y) ** 2).sum()
+    for k, eta in enumerate(lr * np.array(mults)):
+        expected = l0 - eta * (g * g).sum() + eta**2 / 2 * (g * hg).sum()
+        assert out["land_loss"][k] == pytest.approx(expected.item(), rel=1e-10)
+        assert out["land_graddiff"][k] == pytest.approx(eta * hg.norm().item(), rel=1e-10)
+    assert out["land_beta"] == pytest.approx((hg.norm() / g.norm()).item(), rel=1e-10)
+    assert out["land_gnorm"] == pytest.approx(g.norm().item(), rel=1e-10)
+
+
+def test_random_direction_has_the_gradients_norm_and_differs():
+    model = models.deep_linear(depth=3, width=4, norm="batch", seed=0).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 4, dtype=torch.float64)
+    a = probes.landscape(model, train.squared_error, x, y, 1e-2, (1.0,), "gradient")
+    b = probes.landscape(model, train.squared_error, x, y, 1e-2, (1.0,), "random", seed=3)
+    assert a["land_loss0"] == b["land_loss0"]
+    assert a["land_loss"][0] < a["land_loss0"]  # a small gradient step decreases the loss
+    assert b["land_loss"][0] != a["land_loss"][0]
+    with pytest.raises(ValueError, match="direction"):
+        probes.landscape(model, train.squared_error, x, y, 1e-2, (1.0,), "sideways")
+
+
+def test_activation_stats_describe_the_norm_output(fake_cifar):
+    model = models.vgg("A", 0.125, "batch")
+    x = fake_cifar["train"][0][:64]
+    out = probes.activation_stats(model, x, (2,))
+    # BN output with γ=1, β=0 in training mode: per-channel mean 0, variance 1
+    assert np.abs(out["act2_mean"]).max() < 1e-5
+    assert np.abs(out["act2_var"] - 1).max() < 1e-3
+    assert out["act2_quantiles"][4] == pytest.approx(np.median(out["act2_values"]), abs=0.1)

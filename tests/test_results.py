@@ -1,0 +1,81 @@
+"""The run cache: hits, invalidation by source change, atomic writes, corrupted files."""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bnbook import results, train
+
+from test_train import TINY_DLN, assert_same_run
+
+
+def test_get_run_trains_once_then_hits_the_cache(cache, monkeypatch):
+    run = results.get_run(TINY_DLN)
+    path = results.run_path(TINY_DLN)
+    assert path.exists() and path.parent == cache
+    monkeypatch.setattr(results, "train", lambda *a, **k: pytest.fail("should have been a cache hit"))
+    again = results.get_run(TINY_DLN)
+    assert_same_run(run, again)
+    assert again.final == pytest.approx(run.final, nan_ok=True)
+    assert again.provenance["torch"] == torch.__version__ and "git_commit" in again.provenance
+    assert torch.equal(again.model().blocks[0].layer.weight, run.state["blocks.0.layer.weight"])
+
+
+def test_different_configs_have_different_keys():
+    assert results.run_key(TINY_DLN) != results.run_key(dataclasses.replace(TINY_DLN, seed=1))
+    assert results.run_key(TINY_DLN) == results.run_key(dataclasses.replace(TINY_DLN))
+
+
+def test_changing_the_package_source_invalidates_the_cache(cache, tmp_path, monkeypatch):
+    key = results.run_key(TINY_DLN)
+    fake = tmp_path / "pkg"
+    shutil.copytree(results.PACKAGE_DIR, fake, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(results, "PACKAGE_DIR", fake)
+    assert results.run_key(TINY_DLN) == key
+    (fake / "plots.py").write_text("# plots do not change numbers\n")
+    assert results.run_key(TINY_DLN) == key
+    with open(fake / "norms.py", "a") as f:
+        f.write("\n# a change to the code that computes runs\n")
+    assert results.run_key(TINY_DLN) != key
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    target = tmp_path / "run.npz"
+
+    def write(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write(target, write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_save_keeps_the_previous_file(cache, monkeypatch):
+    run = results.get_run(TINY_DLN)
+    path = results.run_path(TINY_DLN)
+    before = path.read_bytes()
+    monkeypatch.setattr(np, "savez", lambda f, **kw: (f.write(b"half"), (_ for _ in ()).throw(KeyboardInterrupt)))
+    with pytest.raises(KeyboardInterrupt):
+        results.save_run(run, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in cache.iterdir()] == [path.name]
+
+
+def test_corrupted_cache_file_is_recomputed_with_a_warning(cache):
+    run = results.get_run(TINY_DLN)
+    path = results.run_path(TINY_DLN)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="discarding unreadable cached run"):
+        again = results.get_run(TINY_DLN)
+    assert_same_run(run, again)
+    results.load_run(path)  # rewritten and readable
+
+
+def test_diverged_runs_are_cached_as_diverged(cache):
+    cfg = dataclasses.replace(TINY_DLN, lr=10.0, steps=200)
+    assert results.get_run(cfg).diverged
+    assert results.load_run(results.run_path(cfg)).final["status"] == "diverged"

@@ -1,0 +1,80 @@
+"""The training loop: determinism, divergence, configuration errors, evaluation."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bnbook import train
+from bnbook.train import Config
+
+TINY_VGG = Config(model="vgg", width=0.125, steps=8, batch_size=32, train_size=512, test_size=256, eval_every=4)
+TINY_DLN = Config(model="dln", depth=6, hidden=5, train_size=40, lr=1e-5, steps=30, eval_every=10)
+
+
+def assert_same_run(a, b):
+    assert a.history.keys() == b.history.keys()
+    for k in a.history:
+        np.testing.assert_array_equal(a.history[k], b.history[k], err_msg=k)
+    for k in a.state:
+        assert torch.equal(a.state[k], b.state[k]), k
+
+
+@pytest.mark.parametrize("norm", ["batch", "noisy"])
+def test_same_seed_same_bits(fake_cifar, norm):
+    cfg = dataclasses.replace(TINY_VGG, norm=norm)
+    assert_same_run(train.train(cfg), train.train(cfg))
+    other = train.train(dataclasses.replace(cfg, seed=1))
+    assert not np.array_equal(other.history["train_loss"], train.train(cfg).history["train_loss"])
+
+
+def test_training_learns_the_synthetic_task(fake_cifar):
+    run = train.train(dataclasses.replace(TINY_VGG, norm="batch", steps=60, eval_every=20, lr=0.05))
+    assert run.final["status"] == "ok"
+    assert run.history["train_loss"][-10:].mean() < run.history["train_loss"][:10].mean() - 0.2
+    assert list(run.history["eval_step"]) == [20, 40, 60]
+    assert 0 <= run.final["test_acc"] <= 1
+
+
+def test_divergence_is_recorded_not_raised():
+    run = train.train(dataclasses.replace(TINY_DLN, lr=10.0, steps=200))
+    assert run.diverged and run.final["status"] == "diverged"
+    k = run.final["diverged_at"]
+    assert 0 < k < 200 and run.final["steps_done"] == k
+    assert len(run.history["train_loss"]) == k and np.isfinite(run.history["train_loss"]).all()
+    assert math.isnan(run.final["test_loss"])
+
+
+def test_dln_full_batch_gd_decreases_loss():
+    run = train.train(TINY_DLN)
+    loss = run.history["train_loss"]
+    assert loss[-1] < loss[0]
+    assert np.isnan(run.history["train_acc"]).all()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(model="resnet"), "model='resnet'"),
+        (dict(norm="bn"), "norm='bn'"),
+        (dict(lr=-0.1), "lr=-0.1"),
+        (dict(lr=float("nan")), "lr=nan"),
+        (dict(steps=-1), "steps=-1"),
+        (dict(batch_size=1024), "batch_size=1024 exceeds"),
+        (dict(act_layers=(9,)), "layers are numbered 1..8"),
+        (dict(landscape=(0.5, -1.0)), "multipliers"),
+    ],
+)
+def test_bad_config_values_give_clear_errors(change, message):
+    with pytest.raises(ValueError, match="invalid Config: .*" + message.replace("(", r"\(").replace(".", r"\.")):
+        dataclasses.replace(TINY_VGG, **change)
+
+
+def test_config_roundtrip_and_label():
+    cfg = dataclasses.replace(TINY_VGG, landscape=(0.5, 1.0), act_layers=(1, 3))
+    assert train.config_from_dict(dataclasses.asdict(cfg)) == cfg
+    assert "VGG-11 ×0.125 width" in cfg.label() and "8 steps" in cfg.label()
+    with pytest.raises(ValueError, match="unknown Config fields"):
+        train.config_from_dict({"nonsense": 1})
