@@ -79,7 +79,9 @@ def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> di
     """Statistics of the nonlinearity's input (the norm's output) of each layer #i in `layers` on batch x.
 
     Returns, per layer i: `act{i}_mean`/`act{i}_var` per channel, `act{i}_quantiles` at `QUANTILES`
-    over all values, and `act{i}_values`, a fixed subsample of `N_SAMPLES` values for histograms.
+    over all values, `act{i}_unit_quantiles` at `QUANTILES` over the values of channel (unit) 0 alone
+    (Ioffe & Szegedy's Fig. 1 follows one sigmoid input), and `act{i}_values`, a fixed subsample of
+    `N_SAMPLES` values for histograms.
     """
     captured: dict[int, Tensor] = {}
     hooks = [
@@ -102,6 +104,7 @@ def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> di
         out[f"act{i}_mean"] = a.mean(dims).numpy()
         out[f"act{i}_var"] = a.var(dims, unbiased=False).numpy()
         out[f"act{i}_quantiles"] = np.quantile(flat.numpy(), QUANTILES).astype(np.float32)
+        out[f"act{i}_unit_quantiles"] = np.quantile(a[:, 0].double().numpy(), QUANTILES).astype(np.float32)
         out[f"act{i}_values"] = flat[pick].float().numpy()
     return out
 

@@ -5,7 +5,8 @@ chapters share runs and re-executing a notebook is fast. A cache file is one `.n
 weights and a JSON record with the configuration, final numbers and provenance: package and torch
 versions, git commit, hardware, wall time). Writes are atomic (temporary file + `os.replace`), so an
 interrupted run never leaves a file that looks complete; an unreadable file is discarded and recomputed.
-The cache folder is `$BNBOOK_CACHE`, or `cache/` in the data folder (see `bnbook.data.data_dir`).
+The cache folder is `$BNBOOK_CACHE`, or `data/cache/` in the repository (git-ignored; not the dataset
+folder, which may be read-only).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data import data_dir
 from .train import Config, Run, config_from_dict, train
 
 CACHE_ENV = "BNBOOK_CACHE"
@@ -36,9 +36,9 @@ RUN_SOURCES = ("data.py", "models.py", "norms.py", "probes.py", "train.py")
 
 
 def cache_dir() -> Path:
-    """Where cached runs live: `$BNBOOK_CACHE`, else `<data dir>/cache`."""
+    """Where cached runs live: `$BNBOOK_CACHE`, else `data/cache` beside the package."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else data_dir() / "cache"
+    return Path(env).resolve() if env else PACKAGE_DIR.parent / "data" / "cache"
 
 
 def source_hash() -> str:

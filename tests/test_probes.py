@@ -23,6 +23,11 @@ def test_probes_do_not_change_the_trajectory(fake_cifar, norm):
         assert torch.equal(a.state[k], b.state[k]), k
     np.testing.assert_array_equal(a.history["train_loss"], b.history["train_loss"])
     assert b.history["probe_step"].tolist() == [0, 2, 4]
+    # the per-step shift record sees only the training forward passes, never the probes' extra ones
+    plain_shift = train.train(dataclasses.replace(plain, act_layers=(1, 8), probe_every=0))
+    assert b.history["step_act1_mean"].shape == (6, 8) and b.history["step_act8_var"].shape == (6, 64)
+    np.testing.assert_array_equal(b.history["step_act8_var"], plain_shift.history["step_act8_var"])
+    assert b.history["act8_unit_quantiles"].shape == (3, len(probes.QUANTILES))
     assert b.history["act8_values"].shape == (3, probes.N_SAMPLES)
     assert b.history["land_graddiff"].shape == (3, 2) and b.history["rand_loss"].shape == (3, 2)
     assert_same_run(b, train.train(probed))  # probes themselves are deterministic
