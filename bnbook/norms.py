@@ -33,26 +33,14 @@ def _per_channel(v: Tensor, x: Tensor) -> Tensor:
     return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1, 1)
 
 
-def batch_norm_forward(x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
-    """Algorithm 1 (the BN transform) in training mode: normalize with the batch's own statistics.
-
-    μ_B = mean, σ²_B = biased variance over the batch (and spatial axes), x̂ = (x − μ_B)/√(σ²_B + ε),
-    y = γ x̂ + β. Gradients flow through μ_B and σ²_B by autograd.
-    """
-    dims = _reduce_dims(x)
-    mean = x.mean(dims)
-    var = x.var(dims, unbiased=False)
-    x_hat = (x - _per_channel(mean, x)) / torch.sqrt(_per_channel(var, x) + eps)
-    return x_hat * _per_channel(gamma, x) + _per_channel(beta, x)
-
-
 def batch_norm_backward(
     dy: Tensor, x: Tensor, gamma: Tensor, eps: float = 1e-5
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The backward pass of Algorithm 1, written out as in Ioffe & Szegedy (2015), Section 3.
 
-    Returns (∂ℓ/∂x, ∂ℓ/∂γ, ∂ℓ/∂β) given the upstream gradient ∂ℓ/∂y. It exists so the book can show
-    the chain rule through the batch statistics and check it against autograd.
+    Returns (∂ℓ/∂x, ∂ℓ/∂γ, ∂ℓ/∂β) given the upstream gradient ∂ℓ/∂y: the chain rule through the batch
+    statistics μ_B and σ²_B. Built from differentiable operations on x, so it can itself be
+    differentiated (second derivatives, Hessian-vector products).
     """
     dims = _reduce_dims(x)
     m = x.numel() // x.shape[1]
@@ -67,6 +55,54 @@ def batch_norm_backward(
     ) / m
     dx = dx_hat * inv_std + dvar * 2.0 * (x - mu) / m + dmu / m
     return dx, (dy * x_hat).sum(dims), dy.sum(dims)
+
+
+class _BatchNormFunction(torch.autograd.Function):
+    """Algorithm 1 as one autograd node, with the paper's backward pass.
+
+    One node instead of a dozen keeps small networks (the 25-layer DLN) from being dominated by
+    autograd overhead. First derivatives use the closed form of `batch_norm_backward`,
+    ∂ℓ/∂x = γ/(m√(σ²+ε)) · (m ∂ℓ/∂y − Σ∂ℓ/∂y − x̂ Σ ∂ℓ/∂y·x̂), on saved tensors; when a second
+    derivative is being built (create_graph), the backward is recomputed from the saved input with
+    differentiable operations, so Hessian-vector products stay exact.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
+        inv_std = torch.rsqrt(var + eps)
+        x_hat = (x - _per_channel(mean, x)) * _per_channel(inv_std, x)
+        ctx.eps = eps
+        ctx.save_for_backward(x, gamma, x_hat, inv_std)
+        return torch.addcmul(_per_channel(beta, x), x_hat, _per_channel(gamma, x))
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, gamma, x_hat, inv_std = ctx.saved_tensors
+        if torch.is_grad_enabled():  # building a graph of the gradient: differentiate through the stats
+            dx, dgamma, dbeta = batch_norm_backward(dy, x, gamma, ctx.eps)
+            return dx, dgamma, dbeta, None, None, None
+        dims = _reduce_dims(dy)
+        m = dy.numel() // dy.shape[1]
+        dbeta = dy.sum(dims)
+        dgamma = (dy * x_hat).sum(dims)
+        dx = (dy - _per_channel(dbeta / m, dy) - x_hat * _per_channel(dgamma / m, dy)) * _per_channel(
+            gamma * inv_std, dy
+        )
+        return dx, dgamma, dbeta, None, None, None
+
+
+def batch_norm_forward(
+    x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5, stats: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """Algorithm 1 (the BN transform) in training mode: normalize with the batch's own statistics.
+
+    μ_B = mean, σ²_B = biased variance over the batch (and spatial axes), x̂ = (x − μ_B)/√(σ²_B + ε),
+    y = γ x̂ + β. Gradients are the paper's backward pass (`batch_norm_backward`), through μ_B and σ²_B.
+    `stats` = (σ²_B, μ_B) when the caller has already computed them (detached).
+    """
+    dims = _reduce_dims(x)
+    var, mean = stats if stats is not None else torch.var_mean(x.detach(), dims, correction=0)
+    return _BatchNormFunction.apply(x, gamma, beta, mean, var, eps)
 
 
 class BatchNorm(nn.Module):
@@ -101,10 +137,11 @@ class BatchNorm(nn.Module):
                 f"{tuple(x.shape)}; use a larger batch or call model.eval()"
             )
         with torch.no_grad():
-            self.running_mean.lerp_(x.mean(dims), self.momentum)
-            self.running_var.lerp_(x.var(dims, unbiased=True), self.momentum)
+            var, mean = torch.var_mean(x, dims, correction=0)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * (m / (m - 1)), self.momentum)
             self.num_batches_tracked += 1
-        return batch_norm_forward(x, self.weight, self.bias, self.eps)
+        return batch_norm_forward(x, self.weight, self.bias, self.eps, stats=(var, mean))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -41,7 +41,7 @@ class Config:
     batch_size: int = 128  # ignored by "dln", which uses full-batch gradient descent
     seed: int = 0
     arch: str = "A"  # VGG configuration: "A" (VGG-11) or "D" (VGG-16)
-    width: float = 0.25  # VGG channel multiplier
+    width: float = 0.125  # VGG channel multiplier
     depth: int = 3  # mlp: hidden layers; dln: linear layers
     hidden: int = 100  # mlp: units per hidden layer; dln: width
     init_std: float = 0.0  # 0 → Glorot uniform (the paper's); > 0 → N(0, init_std²)
@@ -111,7 +111,7 @@ THREADS = 2
 
 # The book's scales (chosen in chapter 3; every chapter derives its runs from these).
 BOOK_VGG = Config(
-    model="vgg", arch="A", width=0.25, steps=1000, batch_size=128, eval_every=100,
+    model="vgg", arch="A", width=0.125, steps=600, batch_size=128, eval_every=100,
     probe_every=50, act_layers=(2, 5, 8), ics_layers=(3, 6), landscape=(0.5, 1.0, 2.0, 4.0), random_direction=True,
 )
 BOOK_MLP = Config(model="mlp", depth=3, hidden=100, batch_size=60, steps=3000, eval_every=100,

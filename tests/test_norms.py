@@ -40,17 +40,42 @@ def test_batchnorm_float32_agrees_with_torch():
     assert (ours(x) - ref(x)).abs().max() < 1e-5
 
 
-def test_manual_backward_matches_autograd():
+def _reference_bn(x, gamma, beta, eps=1e-5):
+    """Algorithm 1 with plain torch ops, differentiated by autograd: an independent reference."""
+    mu = x.mean((0, 2, 3), keepdim=True)
+    var = ((x - mu) ** 2).mean((0, 2, 3), keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+
+
+def test_paper_backward_matches_autograd_of_plain_ops():
     x = torch.randn(10, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    gamma = torch.rand(4, dtype=torch.float64) + 0.5
-    beta = torch.randn(4, dtype=torch.float64)
-    gamma.requires_grad_(), beta.requires_grad_()
+    gamma = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    beta = torch.randn(4, dtype=torch.float64).requires_grad_()
     dy = torch.randn(10, 4, 3, 3, dtype=torch.float64)
-    y = norms.batch_norm_forward(x, gamma, beta)
-    auto = torch.autograd.grad(y, (x, gamma, beta), dy)
+    auto = torch.autograd.grad(_reference_bn(x, gamma, beta), (x, gamma, beta), dy)
     manual = norms.batch_norm_backward(dy, x.detach(), gamma.detach())
-    for a, m in zip(auto, manual):
+    ours = torch.autograd.grad(norms.batch_norm_forward(x, gamma, beta), (x, gamma, beta), dy)
+    for a, m, o in zip(auto, manual, ours):
         assert torch.allclose(a, m, atol=1e-12)
+        assert torch.allclose(a, o, atol=1e-12)
+
+
+def test_second_derivatives_through_bn_are_correct():
+    """Hessian-vector products through the custom BN node agree with plain-op autograd."""
+    x = torch.randn(6, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    gamma = (torch.rand(3, dtype=torch.float64) + 0.5).requires_grad_()
+    beta = torch.randn(3, dtype=torch.float64).requires_grad_()
+    w = torch.randn(6, 3, 2, 2, dtype=torch.float64)
+    v = torch.randn(6, 3, 2, 2, dtype=torch.float64)
+
+    def hvp(f):
+        loss = (f(x, gamma, beta) ** 2 * w).sum()  # a non-quadratic loss of the BN output
+        (g,) = torch.autograd.grad(loss, x, create_graph=True)
+        return torch.autograd.grad((g * v).sum(), (x, gamma))
+
+    for a, b in zip(hvp(_reference_bn), hvp(norms.batch_norm_forward)):
+        assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
+    assert torch.autograd.gradgradcheck(lambda a, g, b: norms.batch_norm_forward(a, g, b), (x, gamma, beta))
 
 
 def test_batchnorm_rejects_single_value_per_channel_in_training():
