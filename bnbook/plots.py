@@ -122,3 +122,12 @@ def band(runs: Sequence[Run], key: str, ax: Axes | None = None, log: bool = True
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     return ax
+
+
+# --- chapters 1 and 2 ---
+
+
+# --- chapter 3 ---
+
+
+# --- chapter 4 ---
