@@ -131,3 +131,50 @@ def band(runs: Sequence[Run], key: str, ax: Axes | None = None, log: bool = True
 
 
 # --- chapter 4 ---
+
+
+def landscape_panels(runs: Sequence[Run], prefix: str = "land", axes: Sequence[Axes] | None = None,
+                     log_loss: bool = True) -> Sequence[Axes]:
+    """Santurkar et al.'s Fig. 4 for `runs`: (a) loss range, (b) gradient predictiveness, (c) effective β.
+
+    (a) and (b) are bands over the probes' step sizes at each probed step (`band`), (c) one value per
+    probed step. `prefix` "land" probes along the gradient, "rand" along a random direction.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(10, 3.0))
+    band(runs, f"{prefix}_loss", axes[0], log=log_loss)
+    band(runs, f"{prefix}_graddiff", axes[1])
+    for run in runs:
+        h = run.history
+        axes[2].plot(h["probe_step"], h[f"{prefix}_beta"], color=COLORS[run.config.norm], marker=".", label=label(run))
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("training step")
+    axes[0].set_ylabel("loss $L(x_0 - \\eta d)$ (range over $\\eta$)")
+    axes[1].set_ylabel("$\\|\\nabla L(x_0 - \\eta d) - g\\|_2$ (range)")
+    axes[2].set_ylabel("effective $\\beta$-smoothness")
+    axes[0].set_title("(a) loss landscape")
+    axes[1].set_title("(b) gradient predictiveness")
+    axes[2].set_title("(c) effective β-smoothness")
+    return axes
+
+
+def graddiff_vs_eta(run: Run, ax: Axes | None = None, prefix: str = "land", cmap: str = "viridis",
+                    colorbar: bool = True) -> Axes:
+    """‖∇L(x_0 − ηd) − g‖₂ against the step size η, one curve per probed training step (colour = step)."""
+    ax = ax or plt.gca()
+    h = run.history
+    etas = run.config.lr * np.asarray(run.config.landscape, dtype=np.float64)
+    steps = h["probe_step"]
+    cm = plt.get_cmap(cmap)
+    norm = plt.Normalize(0, max(run.config.steps, 1))
+    for s, row in zip(steps, h[f"{prefix}_graddiff"]):
+        ax.plot(etas, row, color=cm(norm(s)), lw=0.9, marker=".", ms=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step size $\\eta$")
+    ax.set_ylabel("$\\|\\nabla L(x_0 - \\eta d) - g\\|_2$")
+    ax.set_title(LABELS[run.config.norm])
+    if colorbar:
+        sm = plt.cm.ScalarMappable(norm=norm, cmap=cm)
+        ax.figure.colorbar(sm, ax=ax, label="training step", pad=0.01)
+    return ax

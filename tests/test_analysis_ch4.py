@@ -1,0 +1,104 @@
+"""Landscape summaries of chapter 4 (bnbook.analysis, `# --- landscape (chapter 4) ---`)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bnbook import analysis
+from bnbook.train import BOOK_VGG, Run, train
+
+from test_train import TINY_VGG
+
+
+def fake_run(loss, graddiff, beta, steps=None, norm="none", prefix="land", **extra):
+    loss, graddiff = np.asarray(loss, float), np.asarray(graddiff, float)
+    steps = np.arange(len(loss)) * 50 if steps is None else np.asarray(steps)
+    h = {"probe_step": steps, f"{prefix}_loss": loss, f"{prefix}_graddiff": graddiff,
+         f"{prefix}_beta": np.asarray(beta, float)} | extra
+    return Run(dataclasses.replace(BOOK_VGG, norm=norm), h, {"status": "ok"}, {})
+
+
+def test_per_probe_quantities_by_hand():
+    run = fake_run([[2.0, 1.0, 5.0], [1.0, 1.0, 1.5]], [[1.0, 3.0, 2.0], [0.5, 0.25, 4.0]], [7.0, 8.0])
+    np.testing.assert_allclose(analysis.landscape_per_probe(run, "loss_range"), [4.0, 0.5])
+    np.testing.assert_allclose(analysis.landscape_per_probe(run, "graddiff"), [3.0, 4.0])
+    np.testing.assert_allclose(analysis.landscape_per_probe(run, "beta"), [7.0, 8.0])
+    with pytest.raises(ValueError, match="unknown landscape quantity"):
+        analysis.landscape_per_probe(run, "curvature")
+
+
+def test_overflowed_probes_count_as_infinitely_rough():
+    run = fake_run([[1.0, np.nan], [1.0, np.inf], [1.0, 2.0]], [[1.0, np.nan], [1.0, 2.0], [1.0, 2.0]],
+                   [np.nan, 1.0, 1.0])
+    assert analysis.landscape_per_probe(run, "loss_range").tolist() == [np.inf, np.inf, 1.0]
+    assert analysis.landscape_per_probe(run, "graddiff").tolist() == [np.inf, 2.0, 2.0]
+    assert analysis.landscape_per_probe(run, "beta")[0] == np.inf
+    # the median of three with one inf stays finite: an overflow moves a median, it does not poison it
+    assert analysis.landscape_median(run, "beta") == 1.0
+
+
+def test_median_ratio_and_wins_over_the_first_steps():
+    rough = fake_run(np.zeros((4, 2)), [[0, 10], [0, 30], [0, 20], [0, 1]], [1, 1, 1, 1])
+    smooth = fake_run(np.zeros((4, 2)), [[0, 1], [0, 2], [0, 3], [0, 4]], [1, 1, 1, 1], norm="batch")
+    # probed steps 0, 50, 100, 150; "until 150" keeps the first three
+    assert analysis.probes_before(rough, 150).tolist() == [True, True, True, False]
+    assert analysis.landscape_median(rough, "graddiff", until=150) == 20.0
+    assert analysis.landscape_median(smooth, "graddiff", until=150) == 2.0
+    assert analysis.landscape_ratio(rough, smooth, "graddiff", until=150) == pytest.approx(10.0)
+    assert analysis.landscape_ratio(rough, smooth, "graddiff") == pytest.approx(15.0 / 2.5)
+    assert analysis.landscape_wins(rough, smooth, "graddiff") == 0.75
+    assert analysis.landscape_wins(rough, smooth, "graddiff", until=150) == 1.0
+    with pytest.raises(ValueError, match="no probed step"):
+        analysis.landscape_median(rough, "graddiff", until=0)
+
+
+def test_wins_uses_the_shared_probes_of_a_diverged_run_and_refuses_mismatched_steps():
+    a = fake_run(np.zeros((2, 2)), [[0, 5], [0, 5]], [1, 1])  # diverged after two probes
+    b = fake_run(np.zeros((4, 2)), [[0, 1], [0, 9], [0, 1], [0, 1]], [1, 1, 1, 1])
+    assert analysis.landscape_wins(a, b, "graddiff") == 0.5
+    c = fake_run(np.zeros((2, 2)), [[0, 1], [0, 1]], [1, 1], steps=[0, 7])
+    with pytest.raises(ValueError, match="different steps"):
+        analysis.landscape_wins(a, c, "graddiff")
+
+
+def test_random_direction_prefix_and_step_sizes():
+    run = fake_run([[1.0, 3.0]], [[2.0, 6.0]], [9.0], prefix="rand")
+    assert analysis.landscape_median(run, "loss_range", prefix="rand") == 2.0
+    np.testing.assert_allclose(analysis.step_sizes(run), [0.05, 0.1, 0.2, 0.4])
+
+
+def test_step_shift_by_hand():
+    mean = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 3.0]])
+    var = np.array([[1.0, 4.0], [2.0, 4.0], [2.0, 2.0]])
+    run = fake_run(np.zeros((1, 2)), np.zeros((1, 2)), [1], step_act2_mean=mean, step_act2_var=var)
+    s = analysis.step_shift(run, 2)
+    np.testing.assert_allclose(s["mean"], [0.5, 1.0])
+    np.testing.assert_allclose(s["var"], [0.5, 1.0])
+    np.testing.assert_allclose(s["rel_mean"], [(1 / 1 + 0) / 2, (0 + 2 / 2) / 2])
+    np.testing.assert_allclose(s["rel_var"], [(1 / 1 + 0) / 2, (0 + 2 / 4) / 2])
+
+
+def test_excess_kurtosis():
+    gen = np.random.default_rng(0)
+    g = gen.standard_normal((3, 200_000))
+    np.testing.assert_allclose(analysis.excess_kurtosis(g), 0.0, atol=0.05)
+    u = gen.uniform(-1, 1, 200_000)
+    assert analysis.excess_kurtosis(u) == pytest.approx(-1.2, abs=0.02)  # uniform: 9/5 − 3
+    lap = gen.laplace(size=200_000)
+    assert analysis.excess_kurtosis(lap) == pytest.approx(3.0, abs=0.3)  # heavy tails: a noisy estimate
+
+
+def test_summaries_of_a_real_probed_run(fake_cifar):
+    cfg = dataclasses.replace(TINY_VGG, norm="batch", steps=6, probe_every=2, landscape=(0.5, 1.0, 2.0),
+                              random_direction=True, act_layers=(2,))
+    run = train(cfg)
+    for prefix in ("land", "rand"):
+        for q in analysis.LANDSCAPE_QUANTITIES:
+            v = analysis.landscape_per_probe(run, q, prefix)
+            assert v.shape == (3,) and np.all(np.isfinite(v)) and np.all(v >= 0), (prefix, q)
+    # β is the largest gradient change per unit of distance moved
+    gnorm = run.history["land_gnorm"]
+    beta = (run.history["land_graddiff"] / (analysis.step_sizes(run)[None] * gnorm[:, None])).max(1)
+    np.testing.assert_allclose(analysis.landscape_per_probe(run, "beta"), beta, rtol=1e-9)
+    assert analysis.step_shift(run, 2)["mean"].shape == (5,)
