@@ -79,9 +79,9 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    from . import bench
 
-    return bench_main(steps=args.steps, width=args.width)
+    return bench.book() if args.book else bench.main(steps=args.steps, width=args.width)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clear", action="store_true")
     p.set_defaults(func=_cmd_cache)
 
-    p = sub.add_parser("bench", help="throughput of the training loop vs plain PyTorch, probe overhead, GFLOP/s")
+    p = sub.add_parser("bench", help="throughput of the training loop vs plain PyTorch, probe overhead, GFLOP/s; "
+                       "--book: time every chapter's execution and the HTML build")
+    p.add_argument("--book", action="store_true", help="execute the whole book on an empty cache and time it")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--width", type=float, default=0.5)
     p.set_defaults(func=_cmd_bench)
