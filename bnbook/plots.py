@@ -130,6 +130,75 @@ def band(runs: Sequence[Run], key: str, ax: Axes | None = None, log: bool = True
 # --- chapter 3 ---
 
 
+def ridge_grid(runs: Sequence[Run], layers: Sequence[int], every: int = 2, axes=None, bins: int = 50):
+    """`ridge` for every (layer, run): one row per layer, one column per run, each with its own x range.
+
+    Santurkar et al.'s Fig. 1(c) and Fig. 2 (right): how each layer's input distribution evolves.
+    """
+    if axes is None:
+        _, axes = plt.subplots(len(layers), len(runs), figsize=(2.4 * len(runs), 2.1 * len(layers)), squeeze=False)
+    for r, layer in enumerate(layers):
+        for c, run in enumerate(runs):
+            ax = axes[r][c]
+            ridge(run, layer, ax=ax, every=every, bins=bins)
+            if c:
+                ax.set_ylabel("")
+            if r == 0:
+                ax.set_title(label(run), fontsize=8)
+    return axes
+
+
+def shift_curves(runs: Sequence[Run], layer: int, key: str = "mean", ax: Axes | None = None, window: int = 20) -> Axes:
+    """The step-to-step shift of layer #`layer`'s distribution over training (`analysis.step_shift[key]`).
+
+    `key`: "mean", "var" (absolute) or "rel_mean", "rel_var" (in units of the channel's scale); the
+    curves are trailing `window`-step means, on a log scale.
+    """
+    from .analysis import step_shift
+
+    ax = ax or plt.gca()
+    for run in runs:
+        v = step_shift(run, layer)[key]
+        ax.plot(np.arange(1, len(v) + 1), smooth(v, window), color=COLORS[run.config.norm], label=label(run))
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    what = {"mean": "|Δ mean|", "var": "|Δ variance|", "rel_mean": "|Δ mean| / σ", "rel_var": "|Δ variance| / σ²"}
+    ax.set_ylabel(f"layer #{layer}: {what.get(key, key)}")
+    return ax
+
+
+def ics_curves(runs: Sequence[Run], layer: int, key: str = "l2", ax: Axes | None = None, **plot_kw) -> Axes:
+    """Internal covariate shift of layer #`layer` (Definition 2.1) at every probed step.
+
+    `key` = "l2" (‖G − G'‖₂, log scale) or "cos" (cos∠(G, G')).
+    """
+    ax = ax or plt.gca()
+    for run in runs:
+        h = run.history
+        style = {"color": COLORS[run.config.norm], "label": label(run), "marker": ".", "ms": 3, "lw": 1} | plot_kw
+        ax.plot(h["probe_step"], h[f"ics{layer}_{key}"], **style)
+    if key == "l2":
+        ax.set_yscale("log")
+        ax.set_ylabel(f"layer #{layer}: $\\|G - G'\\|_2$")
+    else:
+        ax.set_ylabel(f"layer #{layer}: cos$\\angle(G, G')$")
+    ax.set_xlabel("training step")
+    return ax
+
+
+def channel_moments(run: Run, layer: int, channels: Sequence[int] = (0, 1, 2), ax: Axes | None = None,
+                    which: str = "mean", steps: int | None = None, **plot_kw) -> Axes:
+    """The per-step mean (or variance) of a few channels of layer #`layer`, as the training pass saw it."""
+    ax = ax or plt.gca()
+    v = run.history[f"step_act{layer}_{which}"][:steps]
+    for k, ch in enumerate(channels):
+        style = {"color": COLORS[run.config.norm], "lw": 0.8, "alpha": 1.0 - 0.25 * k} | plot_kw
+        ax.plot(np.arange(len(v)), v[:, ch], label=f"{LABELS[run.config.norm]}" if k == 0 else None, **style)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"layer #{layer}: channel {which}")
+    return ax
+
+
 # --- chapter 4 ---
 
 

@@ -1,0 +1,102 @@
+"""The built book renders offline: math is typeset by the bundled MathJax, every image is local and
+exists, and no page shows a failed cell. Opens the built pages in headless Chromium with all network
+access routed to a dead proxy, and saves screenshots to `_build/screenshots/`.
+
+Needs a built book (`jupyter-book build .`) and Debian's `chromium`. Locally the test skips without
+them; CI sets BNBOOK_REQUIRE_RENDER=1 (after building the book), so there a missing piece fails it.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRED = os.environ.get("BNBOOK_REQUIRE_RENDER") == "1"
+
+
+def _pages() -> list[Path]:
+    return sorted(HTML.glob("chapters/*.html"))
+
+
+def _need(condition: bool, reason: str) -> None:
+    if not condition:
+        if REQUIRED:
+            pytest.fail(reason + " (BNBOOK_REQUIRE_RENDER=1)")
+        pytest.skip(reason)
+
+
+def _chromium(*args: str) -> str:
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+        "--disable-background-networking", "--disable-component-update", "--disable-quic",
+        "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",  # no network at all
+        "--user-data-dir=" + str(ROOT / "_build" / ".chromium"), "--virtual-time-budget=15000", *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("img", "script") and a.get("src"):
+            self.refs.append((tag, a["src"]))
+        if tag == "link" and a.get("rel") and "stylesheet" in a["rel"] and a.get("href"):
+            self.refs.append((tag, a["href"]))
+
+
+@pytest.fixture(scope="module")
+def built():
+    _need(HTML.joinpath("index.html").exists(), f"no built book at {HTML}: run `jupyter-book build .` first")
+    _need(CHROMIUM is not None, "Debian's chromium is not installed (apt-get install chromium)")
+    _need(len(_pages()) >= 2, "the built book has no chapter pages")
+    return _pages()
+
+
+def test_every_resource_is_local_and_exists(built):
+    for page in built:
+        parser = _Refs()
+        parser.feed(page.read_text())
+        for tag, ref in parser.refs:
+            url = urlparse(ref)
+            assert url.scheme in ("", "file"), f"{page.name} loads {ref} from the network"
+            if ref.startswith("data:"):
+                continue
+            target = (page.parent / unquote(url.path)).resolve()
+            assert target.exists(), f"{page.name}: <{tag}> {ref} does not exist"
+
+
+def test_pages_render_math_offline_without_errors(built):
+    for page in built:
+        dom = _chromium("--dump-dom", page.as_uri())
+        assert "</html>" in dom, f"chromium rendered nothing for {page.name}"
+        text = re.sub(r"<[^>]+>", " ", dom)
+        for bad in ("Traceback (most recent call last)", "CellExecutionError", "Error executing"):
+            assert bad not in text, f"{page.name} shows an error: {bad}"
+        assert 'class="output error' not in dom and "cell_output error" not in dom, f"{page.name}: error output"
+        source = page.read_text()
+        if "math notranslate" in source:  # the page has math: MathJax must have typeset it
+            assert "<mjx-container" in dom, f"{page.name}: math was not typeset (is MathJax served locally?)"
+            assert "Math input error" not in dom, f"{page.name}: MathJax could not parse some math"
+
+
+def test_screenshots(built):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chapter = next(p for p in built if p.name[0].isdigit())
+    for name, page in (("index", HTML / "chapters" / "intro.html"), ("chapter", chapter)):
+        out = SHOTS / f"{name}.png"
+        out.unlink(missing_ok=True)
+        _chromium(f"--screenshot={out}", "--window-size=1280,1600", page.as_uri())
+        assert out.exists() and out.stat().st_size > 10_000, f"no screenshot of {page.name}"
