@@ -88,11 +88,10 @@ def book(root: Path | None = None) -> int:
         env = dict(os.environ, BNBOOK_CACHE=str(Path(tmp) / "cache"))
         for nb in notebooks:
             start = time.perf_counter()
-            subprocess.run(
-                [str(bin_dir / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-                 "--ExecutePreprocessor.timeout=3600", "--output-dir", tmp, str(nb)],
-                check=True, env=env, capture_output=True,
-            )
+            copy = Path(tmp) / nb.name
+            shutil.copy(nb, copy)
+            subprocess.run([str(bin_dir / "jupyter"), "execute", "--inplace", "--timeout=-1", str(copy)],
+                           check=True, env=env, capture_output=True, cwd=nb.parent)
             seconds = time.perf_counter() - start
             total += seconds
             rows.append((nb.relative_to(root), seconds))
