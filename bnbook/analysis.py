@@ -6,12 +6,178 @@ run cache key: editing it does not invalidate cached runs.)
 
 from __future__ import annotations
 
-import numpy as np
+import copy
 
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .norms import BatchNorm
+from .probes import QUANTILES, preserved
 from .train import Run
 
 
 # --- distributions and internal covariate shift (chapters 1 and 3) ---
+
+# Chapters 1–2: Ioffe & Szegedy's Fig. 1 (one unit's percentiles, every unit's drift), how fast a run gets
+# somewhere, and BN at inference (Algorithm 2's population statistics, batch statistics at test time).
+
+
+def unit_percentiles(run: Run, layer: int, quantiles: tuple[float, ...] = (0.15, 0.5, 0.85)) -> np.ndarray:
+    """(probes × len(quantiles)) percentiles of unit 0's sigmoid input in layer #`layer`, over each probed batch.
+
+    The curves of Ioffe & Szegedy's Fig. 1 (b, c); the input to the nonlinearity is the norm's output
+    (for the standard network, W u + b itself). `quantiles` must be among `probes.QUANTILES`.
+    """
+    missing = [q for q in quantiles if q not in QUANTILES]
+    if missing:
+        raise ValueError(f"quantiles {missing} were not recorded; choose among {QUANTILES}")
+    q = np.asarray(run.history[f"act{layer}_unit_quantiles"], dtype=np.float64)
+    return q[:, [QUANTILES.index(v) for v in quantiles]]
+
+
+def percentile_drift(
+    run: Run, layer: int, quantiles: tuple[float, ...] = (0.15, 0.5, 0.85), window: int = 5
+) -> dict[str, np.ndarray]:
+    """How far unit 0's percentiles (`unit_percentiles`) travel over training, and how noisy one probe is.
+
+    One batch gives a noisy percentile, so each trajectory is first averaged over `window` consecutive
+    probes (full windows only). Per percentile: `start`/`end`, the averages over the first/last window;
+    `shift` = end − start; `range` = max − min of the averaged trajectory (the furthest it travels,
+    even if it comes back); `noise`, the sampling noise of a single probe (robust standard deviation of
+    successive-probe differences, / √2). Also `spread_start`/`spread_end`: the outer percentiles'
+    distance (last − first of `quantiles`) at the start and the end, the distribution's own width.
+    """
+    p = unit_percentiles(run, layer, quantiles)
+    if len(p) < window or window < 1:
+        raise ValueError(f"need at least window={window} >= 1 probes, the run has {len(p)}")
+    kernel = np.ones(window) / window
+    smooth = np.stack([np.convolve(p[:, k], kernel, mode="valid") for k in range(p.shape[1])], axis=1)
+    diffs = np.diff(p, axis=0)
+    noise = 1.4826 * np.median(np.abs(diffs - np.median(diffs, axis=0)), axis=0) / np.sqrt(2.0)
+    start, end = smooth[0], smooth[-1]
+    return {
+        "start": start,
+        "end": end,
+        "shift": end - start,
+        "range": smooth.max(axis=0) - smooth.min(axis=0),
+        "noise": noise,
+        "spread_start": np.float64(start[-1] - start[0]),
+        "spread_end": np.float64(end[-1] - end[0]),
+    }
+
+
+def unit_drift(run: Run, layer: int, window: int = 100) -> dict[str, np.ndarray]:
+    """How far every unit's sigmoid-input distribution moved between the start and the end of training.
+
+    From the per-step batch mean and variance of each unit of layer #`layer` (`step_act{i}_mean/var`),
+    averaged over the first and the last `window` steps: (μ₀, σ₀²) and (μ₁, σ₁²) per unit. Returns per
+    unit `mean_shift` = |μ₁ − μ₀| / √((σ₀² + σ₁²)/2) (the move of the mean in pooled standard
+    deviations, which makes networks whose activations have different sizes comparable) and
+    `std_ratio` = σ₁/σ₀. With BN, μ and σ are (to rounding) the layer's β and |γ|: its drift is theirs.
+    """
+    mu = np.asarray(run.history[f"step_act{layer}_mean"], dtype=np.float64)
+    var = np.asarray(run.history[f"step_act{layer}_var"], dtype=np.float64)
+    if len(mu) < 2 * window or window < 1:
+        raise ValueError(f"need at least 2 * window = {2 * window} steps, the run has {len(mu)}")
+    mu0, mu1 = mu[:window].mean(0), mu[-window:].mean(0)
+    var0, var1 = var[:window].mean(0), var[-window:].mean(0)
+    return {
+        "mean_shift": np.abs(mu1 - mu0) / np.sqrt(np.maximum((var0 + var1) / 2, 1e-300)),
+        "std_ratio": np.sqrt(var1 / np.maximum(var0, 1e-300)),
+    }
+
+
+def first_eval_reaching(run: Run, threshold: float, key: str = "test_acc") -> int | None:
+    """The first evaluation step at which `key` (an evaluated metric, e.g. test accuracy) is ≥ `threshold`.
+
+    None if it never is. Evaluations happen every `eval_every` steps, so this is a step count at that
+    resolution (the ImageNet headline of Ioffe & Szegedy: "steps to reach 72.2%").
+    """
+    v = np.asarray(run.history[key], dtype=np.float64)
+    hit = np.flatnonzero(v >= threshold)
+    return int(run.history["eval_step"][hit[0]]) if len(hit) else None
+
+
+def _bn_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (BatchNorm, _BatchNorm))]
+
+
+def predict(
+    model: nn.Module, x: Tensor, batch_size: int = 1000, batch_stats: bool = False, order: Tensor | None = None
+) -> Tensor:
+    """Predicted classes of `model` on `x`, evaluated `batch_size` inputs at a time.
+
+    `batch_stats=False`: inference mode (BN uses its stored statistics, so the batching is irrelevant).
+    `batch_stats=True`: training mode, every BN layer normalizes with the statistics of the batch the
+    input happens to be in; `order` (a permutation of range(len(x))) chooses the batches. The model's
+    running statistics and mode are left untouched. Predictions come back in the original order; the
+    last batch may be smaller (it must hold ≥ 2 inputs with batch statistics).
+    """
+    order = torch.arange(len(x)) if order is None else torch.as_tensor(order)
+    out = torch.empty(len(x), dtype=torch.long)
+    with preserved(model), torch.no_grad():
+        model.train(batch_stats)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            out[idx] = model(x[idx]).argmax(1)
+    return out
+
+
+def population_statistics(model: nn.Module, x: Tensor, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+    """Algorithm 2 of Ioffe & Szegedy: every BN layer's population mean and variance over mini-batches of `x`.
+
+    The network runs in training mode on the consecutive mini-batches of `batch_size` inputs (the last
+    incomplete one dropped); each BN layer's batch mean μ_B and biased variance σ²_B are recorded and
+    averaged: E[x] = E_B[μ_B], Var[x] = m/(m − 1)·E_B[σ²_B], with m the values per channel in a batch
+    (batch × height × width for convolutions). Returns [(mean, var), …], one pair per BN layer in module
+    order. The model's parameters and running statistics are left untouched.
+    """
+    n = len(x) // batch_size
+    if n < 1 or batch_size < 2:
+        raise ValueError(f"need batch_size >= 2 and at least one full batch; got batch_size={batch_size}, {len(x)} inputs")
+    layers = _bn_layers(model)
+    means: list[list[Tensor]] = [[] for _ in layers]
+    variances: list[list[Tensor]] = [[] for _ in layers]
+    m = {}  # values per channel in one batch, per layer
+
+    def record(k: int):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            a = inputs[0].detach().double()
+            var, mean = torch.var_mean(a, (0,) if a.dim() == 2 else (0, 2, 3), correction=0)
+            means[k].append(mean)
+            variances[k].append(var)
+            m[k] = a.numel() // a.shape[1]
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(k)) for k, layer in enumerate(layers)]
+    try:
+        with preserved(model), torch.no_grad():
+            model.train()
+            for i in range(n):
+                model(x[i * batch_size : (i + 1) * batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    return [
+        (torch.stack(means[k]).mean(0).float(), (torch.stack(variances[k]).mean(0) * m[k] / (m[k] - 1)).float())
+        for k in range(len(layers))
+    ]
+
+
+def with_statistics(model: nn.Module, stats: list[tuple[Tensor, Tensor]]) -> nn.Module:
+    """A copy of `model` in inference mode whose BN layers use `stats` ([(mean, var), …], module order)."""
+    new = copy.deepcopy(model).eval()
+    layers = _bn_layers(new)
+    if len(layers) != len(stats):
+        raise ValueError(f"the model has {len(layers)} BN layers but {len(stats)} statistics were given")
+    with torch.no_grad():
+        for layer, (mean, var) in zip(layers, stats):
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
+    return new
+
 
 def mean_step_shift(run: Run, layer: int, skip: int = 0) -> dict[str, float]:
     """`step_shift` (the step-to-step shift of layer #`layer`'s mean and variance) averaged over steps.
@@ -22,19 +188,20 @@ def mean_step_shift(run: Run, layer: int, skip: int = 0) -> dict[str, float]:
     return {k: float(np.mean(v[skip:])) for k, v in step_shift(run, layer).items()}
 
 
-def quantile_drift(run: Run, layer: int) -> np.ndarray:
-    """How far layer #`layer`'s activation distribution has moved from its initial one, at every probe.
+def quantile_drift(run: Run, layer: int, since: int = 0) -> np.ndarray:
+    """How far layer #`layer`'s activation distribution is from where it was at step `since`, at every probe.
 
-    The mean over the probed quantiles (1 % … 99 %) of |q_t − q_0|, in units of the initial spread
-    q_0(85 %) − q_0(15 %): 0 means the distribution is where it started; 1 means it moved, on
-    average, by as much as its own initial width (the drift that Ioffe & Szegedy's Fig. 1 shows).
+    The mean over the probed quantiles (1 % … 99 %) of |q_t − q_ref|, in units of the reference
+    spread q_ref(85 %) − q_ref(15 %), where ref is the first probe at a step ≥ `since`: 0 means the
+    distribution is where it was; 1 means it moved, on average, by as much as its own width then (the
+    drift that Ioffe & Szegedy's Fig. 1 shows). One value per probe.
     """
     from .probes import QUANTILES
 
     q = np.asarray(run.history[f"act{layer}_quantiles"], dtype=np.float64)
-    lo, hi = QUANTILES.index(0.15), QUANTILES.index(0.85)
-    spread = q[0, hi] - q[0, lo]
-    return np.abs(q - q[0]).mean(axis=1) / spread
+    ref = q[int(np.argmax(run.history["probe_step"] >= since))]
+    spread = ref[QUANTILES.index(0.85)] - ref[QUANTILES.index(0.15)]
+    return np.abs(q - ref).mean(axis=1) / spread
 
 
 def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -158,9 +325,43 @@ def landscape_wins(a: Run, b: Run, quantity: str, until: int | None = None, pref
     return float(np.mean(va > vb))
 
 
+def landscape_table(
+    a: Run, b: Run, until: int | None = None, prefix: str = "land"
+) -> dict[str, dict[str, float]]:
+    """Every landscape quantity of runs `a` and `b` side by side, over the probed steps < `until`.
+
+    Per quantity (`LANDSCAPE_QUANTITIES`): the medians (`median_a`, `median_b`) and maxima (`max_a`,
+    `max_b`) over the probed steps, `ratio` = median_a / median_b and `wins` = the fraction of the
+    probed steps at which `a` is rougher than `b` (`landscape_wins`).
+    """
+    out = {}
+    for q in LANDSCAPE_QUANTITIES:
+        va = landscape_per_probe(a, q, prefix)[probes_before(a, until)]
+        vb = landscape_per_probe(b, q, prefix)[probes_before(b, until)]
+        out[q] = {
+            "median_a": float(np.median(va)), "median_b": float(np.median(vb)),
+            "max_a": float(va.max()), "max_b": float(vb.max()),
+            "ratio": landscape_ratio(a, b, q, until, prefix), "wins": landscape_wins(a, b, q, until, prefix),
+        }
+    return out
+
+
 def step_sizes(run: Run) -> np.ndarray:
     """The probes' step sizes η = lr × multiplier."""
     return run.config.lr * np.asarray(run.config.landscape, dtype=np.float64)
+
+
+def weight_growth(run: Run) -> np.ndarray:
+    """‖W_i‖ at the end of the run over ‖W_i‖ at initialization, for each layer #i's weight.
+
+    With BN, a layer's output does not depend on the scale of its weight W_i, and the gradient with respect
+    to W_i shrinks as 1/‖W_i‖ (Ioffe & Szegedy, Section 3): weights that grow take smaller effective steps.
+    """
+    from .train import build_model  # the deterministic initialization of this run
+
+    init = build_model(run.config).state_dict()
+    keys = [k for k in init if k.startswith("blocks.") and k.endswith(".layer.weight")]
+    return np.array([(run.state[k].double().norm() / init[k].double().norm()).item() for k in keys])
 
 
 def step_shift(run: Run, layer: int) -> dict[str, np.ndarray]:

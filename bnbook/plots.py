@@ -127,6 +127,42 @@ def band(runs: Sequence[Run], key: str, ax: Axes | None = None, log: bool = True
 # --- chapters 1 and 2 ---
 
 
+def percentile_curves(run: Run, layer: int, ax: Axes | None = None,
+                      quantiles: Sequence[float] = (0.15, 0.5, 0.85), legend: bool = True, **plot_kw) -> Axes:
+    """Ioffe & Szegedy's Fig. 1 (b, c): percentiles of one sigmoid input (unit 0 of layer #`layer`) over training."""
+    from .analysis import unit_percentiles
+
+    ax = ax or plt.gca()
+    p = unit_percentiles(run, layer, tuple(quantiles))
+    steps = run.history["probe_step"]
+    color = plot_kw.pop("color", COLORS[run.config.norm])
+    for k, (q, ls) in enumerate(zip(quantiles, ["--", "-", ":"] * 3)):
+        ax.plot(steps, p[:, k], color=color, ls=ls, lw=1.2 if q == 0.5 else 0.9, label=f"{q:.0%}", **plot_kw)
+    ax.fill_between(steps, p[:, 0], p[:, -1], color=color, alpha=0.12, lw=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"sigmoid input, unit 0 of layer #{layer}")
+    ax.set_title(LABELS[run.config.norm])
+    if legend:
+        ax.legend(title="percentile", title_fontsize=8, loc="upper right")
+    return ax
+
+
+def bn_histograms(x: np.ndarray, y: np.ndarray, ax: Axes | None = None, bins: int = 30,
+                  lim: float | None = None) -> Axes:
+    """One unit over a mini-batch before (x, grey) and after (y, red) the BN transform, as histograms."""
+    ax = ax or plt.gca()
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    lim = lim or float(max(np.abs(x).max(), np.abs(y).max())) * 1.05
+    edges = np.linspace(-lim, lim, bins + 1)
+    ax.hist(np.clip(x, -lim, lim), bins=edges, color="#7f7f7f", alpha=0.5, label="input x")
+    ax.hist(np.clip(y, -lim, lim), bins=edges, color=COLORS["batch"], alpha=0.5, label="output y = BN(x)")
+    for v, c in ((x.mean(), "#7f7f7f"), (y.mean(), COLORS["batch"])):
+        ax.axvline(v, color=c, lw=1, ls="--")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylabel("count in the batch")
+    return ax
+
+
 # --- chapter 3 ---
 
 
@@ -240,10 +276,27 @@ def graddiff_vs_eta(run: Run, ax: Axes | None = None, prefix: str = "land", cmap
         ax.plot(etas, row, color=cm(norm(s)), lw=0.9, marker=".", ms=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(etas, [f"{e:.3g}" for e in etas], minor=False)
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("step size $\\eta$")
     ax.set_ylabel("$\\|\\nabla L(x_0 - \\eta d) - g\\|_2$")
     ax.set_title(LABELS[run.config.norm])
     if colorbar:
         sm = plt.cm.ScalarMappable(norm=norm, cmap=cm)
         ax.figure.colorbar(sm, ax=ax, label="training step", pad=0.01)
+    return ax
+
+
+def landscape_lines(runs: Sequence[Run], quantity: str, ax: Axes | None = None, prefix: str = "land") -> Axes:
+    """One line per run: a landscape quantity per probed step (`bnbook.analysis.landscape_per_probe`)."""
+    from .analysis import landscape_per_probe
+
+    ax = ax or plt.gca()
+    for run in runs:
+        ax.plot(run.history["probe_step"], landscape_per_probe(run, quantity, prefix),
+                color=COLORS[run.config.norm], label=LABELS[run.config.norm], lw=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel({"loss_range": "loss range over $\\eta$", "graddiff": "max$_\\eta$ $\\|\\nabla L(x(\\eta)) - g\\|_2$",
+                   "beta": "effective $\\beta$-smoothness"}[quantity])
     return ax

@@ -30,10 +30,15 @@ def test_mean_step_shift_averages_the_successive_differences():
 def test_quantile_drift_is_zero_for_a_still_distribution_and_counts_in_initial_spreads():
     q0 = np.array(QUANTILES) * 2.0  # 15 % → 0.3, 85 % → 1.7: spread 1.4
     q = np.stack([q0, q0, q0 + 0.7, 3 * q0])
-    d = analysis.quantile_drift(fake_run(act5_quantiles=q), 5)
+    run = fake_run(act5_quantiles=q, probe_step=np.array([0, 50, 100, 150]))
+    d = analysis.quantile_drift(run, 5)
     assert d[0] == 0 and d[1] == 0
     assert d[2] == pytest.approx(0.5)
     assert d[3] == pytest.approx(np.mean(2 * q0) / 1.4)
+    # measured from step 100 on: the reference is the third probe, whose spread is also 1.4
+    d100 = analysis.quantile_drift(run, 5, since=100)
+    assert d100[2] == 0 and d100[0] == pytest.approx(0.5)
+    assert d100[3] == pytest.approx(np.mean(np.abs(3 * q0 - q0 - 0.7)) / 1.4)
 
 
 def test_steps_to_uses_the_trailing_mean():

@@ -102,3 +102,26 @@ def test_summaries_of_a_real_probed_run(fake_cifar):
     beta = (run.history["land_graddiff"] / (analysis.step_sizes(run)[None] * gnorm[:, None])).max(1)
     np.testing.assert_allclose(analysis.landscape_per_probe(run, "beta"), beta, rtol=1e-9)
     assert analysis.step_shift(run, 2)["mean"].shape == (5,)
+
+
+def test_landscape_table_collects_medians_maxima_ratios_and_wins():
+    rough = fake_run([[0, 4], [0, 2], [0, 9]], [[0, 10], [0, 30], [0, 20]], [5, 50, 8])
+    smooth = fake_run([[0, 1], [0, 1], [0, 1]], [[0, 1], [0, 2], [0, 40]], [1, 2, 3], norm="batch")
+    t = analysis.landscape_table(rough, smooth)
+    assert set(t) == set(analysis.LANDSCAPE_QUANTITIES)
+    assert t["graddiff"] == {"median_a": 20.0, "median_b": 2.0, "max_a": 30.0, "max_b": 40.0,
+                             "ratio": 10.0, "wins": pytest.approx(2 / 3)}
+    assert t["loss_range"]["ratio"] == 4.0 and t["beta"]["max_a"] == 50.0
+    assert analysis.landscape_table(rough, smooth, until=100)["graddiff"]["wins"] == 1.0
+
+
+def test_weight_growth_is_one_at_initialization_and_tracks_rescaling():
+    from bnbook.train import build_model
+
+    cfg = dataclasses.replace(BOOK_VGG, norm="batch")
+    state = build_model(cfg).state_dict()
+    run = Run(cfg, {}, {"status": "ok"}, state)
+    np.testing.assert_allclose(analysis.weight_growth(run), np.ones(cfg.num_layers()))
+    grown = dict(state) | {"blocks.2.layer.weight": 3 * state["blocks.2.layer.weight"]}
+    g = analysis.weight_growth(Run(cfg, {}, {"status": "ok"}, grown))
+    assert g[2] == pytest.approx(3.0) and np.allclose(np.delete(g, 2), 1.0)
