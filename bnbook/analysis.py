@@ -289,59 +289,90 @@ def landscape_per_probe(run: Run, quantity: str, prefix: str = "land") -> np.nda
     raise ValueError(f"unknown landscape quantity {quantity!r}; choose one of {LANDSCAPE_QUANTITIES}")
 
 
-def probes_before(run: Run, until: int | None) -> np.ndarray:
-    """Boolean mask of the probed steps < `until` (all of them when `until` is None)."""
+def probe_window(run: Run, since: int | None = None, until: int | None = None) -> np.ndarray:
+    """Boolean mask of the probed steps s with since <= s < until (None: no bound on that side)."""
     steps = run.history["probe_step"]
-    return np.ones(len(steps), bool) if until is None else steps < until
+    keep = np.ones(len(steps), bool)
+    if since is not None:
+        keep &= steps >= since
+    if until is not None:
+        keep &= steps < until
+    return keep
 
 
-def landscape_median(run: Run, quantity: str, until: int | None = None, prefix: str = "land") -> float:
-    """Median over the probed steps < `until` of `landscape_per_probe(run, quantity, prefix)`."""
-    v = landscape_per_probe(run, quantity, prefix)[probes_before(run, until)]
+def _window_values(run: Run, quantity: str, since: int | None, until: int | None, prefix: str) -> np.ndarray:
+    v = landscape_per_probe(run, quantity, prefix)[probe_window(run, since, until)]
     if len(v) == 0:
-        raise ValueError(f"no probed step before step {until} in this run")
-    return float(np.median(v))
+        raise ValueError(f"no probed step in [{since}, {until}) in this run")
+    return v
+
+
+def landscape_median(
+    run: Run, quantity: str, until: int | None = None, prefix: str = "land", since: int | None = None
+) -> float:
+    """Median over the probed steps in [`since`, `until`) of `landscape_per_probe(run, quantity, prefix)`."""
+    return float(np.median(_window_values(run, quantity, since, until, prefix)))
+
+
+def landscape_spread(
+    run: Run, quantity: str, until: int | None = None, prefix: str = "land", since: int | None = None
+) -> float:
+    """How much a landscape quantity fluctuates from probe to probe: the standard deviation of its log10.
+
+    0 for a flat curve; 1 means typical excursions of a factor of 10. Over the probed steps in
+    [`since`, `until`); an overflowed probe (inf) makes it inf.
+    """
+    v = _window_values(run, quantity, since, until, prefix)
+    if not np.all(np.isfinite(v)):
+        return float("inf")
+    return float(np.std(np.log10(np.maximum(v, 1e-300))))
 
 
 def landscape_ratio(
-    a: Run, b: Run, quantity: str, until: int | None = None, prefix: str = "land"
+    a: Run, b: Run, quantity: str, until: int | None = None, prefix: str = "land", since: int | None = None
 ) -> float:
-    """Median of `quantity` for run `a` over the median for run `b`, over the probed steps < `until`.
+    """Median of `quantity` for run `a` over the median for run `b`, over the probed steps in [`since`, `until`).
 
     A ratio > 1 means `a`'s landscape is rougher than `b`'s by that factor (e.g. a = standard, b = BN).
     """
-    return landscape_median(a, quantity, until, prefix) / landscape_median(b, quantity, until, prefix)
+    return landscape_median(a, quantity, until, prefix, since) / landscape_median(b, quantity, until, prefix, since)
 
 
-def landscape_wins(a: Run, b: Run, quantity: str, until: int | None = None, prefix: str = "land") -> float:
-    """Fraction of the probed steps < `until` (shared by both runs) at which `a`'s value exceeds `b`'s."""
+def landscape_wins(
+    a: Run, b: Run, quantity: str, until: int | None = None, prefix: str = "land", since: int | None = None
+) -> float:
+    """Fraction of the probed steps in [`since`, `until`) (shared by both runs) at which `a` exceeds `b`."""
     n = min(len(a.history["probe_step"]), len(b.history["probe_step"]))
     steps = a.history["probe_step"][:n]
     if not np.array_equal(steps, b.history["probe_step"][:n]):
         raise ValueError("the two runs were probed at different steps")
-    keep = np.ones(n, bool) if until is None else steps < until
+    keep = probe_window(a, since, until)[:n]
     va = landscape_per_probe(a, quantity, prefix)[:n][keep]
     vb = landscape_per_probe(b, quantity, prefix)[:n][keep]
     return float(np.mean(va > vb))
 
 
 def landscape_table(
-    a: Run, b: Run, until: int | None = None, prefix: str = "land"
+    a: Run, b: Run, until: int | None = None, prefix: str = "land", since: int | None = None
 ) -> dict[str, dict[str, float]]:
-    """Every landscape quantity of runs `a` and `b` side by side, over the probed steps < `until`.
+    """Every landscape quantity of runs `a` and `b` side by side, over the probed steps in [`since`, `until`).
 
-    Per quantity (`LANDSCAPE_QUANTITIES`): the medians (`median_a`, `median_b`) and maxima (`max_a`,
-    `max_b`) over the probed steps, `ratio` = median_a / median_b and `wins` = the fraction of the
-    probed steps at which `a` is rougher than `b` (`landscape_wins`).
+    Per quantity (`LANDSCAPE_QUANTITIES`): the medians (`median_a`, `median_b`), maxima (`max_a`, `max_b`)
+    and spreads (`spread_a`, `spread_b`, `landscape_spread`) over those probes; `ratio` = median_a /
+    median_b, `max_ratio` = max_a / max_b (how much higher `a`'s worst spike is), `spread_ratio` =
+    spread_a / spread_b, and `wins` = the fraction of the probes at which `a` is rougher (`landscape_wins`).
     """
     out = {}
     for q in LANDSCAPE_QUANTITIES:
-        va = landscape_per_probe(a, q, prefix)[probes_before(a, until)]
-        vb = landscape_per_probe(b, q, prefix)[probes_before(b, until)]
+        va, vb = (_window_values(r, q, since, until, prefix) for r in (a, b))
+        sa, sb = (landscape_spread(r, q, until, prefix, since) for r in (a, b))
         out[q] = {
             "median_a": float(np.median(va)), "median_b": float(np.median(vb)),
             "max_a": float(va.max()), "max_b": float(vb.max()),
-            "ratio": landscape_ratio(a, b, q, until, prefix), "wins": landscape_wins(a, b, q, until, prefix),
+            "spread_a": sa, "spread_b": sb,
+            "ratio": landscape_ratio(a, b, q, until, prefix, since), "max_ratio": float(va.max() / vb.max()),
+            "spread_ratio": sa / sb if sb > 0 else float("inf"),
+            "wins": landscape_wins(a, b, q, until, prefix, since),
         }
     return out
 

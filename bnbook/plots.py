@@ -264,15 +264,18 @@ def landscape_panels(runs: Sequence[Run], prefix: str = "land", axes: Sequence[A
 
 
 def graddiff_vs_eta(run: Run, ax: Axes | None = None, prefix: str = "land", cmap: str = "viridis",
-                    colorbar: bool = True) -> Axes:
-    """‖∇L(x_0 − ηd) − g‖₂ against the step size η, one curve per probed training step (colour = step)."""
+                    colorbar: bool = True, every: int = 1) -> Axes:
+    """‖∇L(x_0 − ηd) − g‖₂ against the step size η, one curve per probed training step (colour = step).
+
+    `every` = k draws every k-th probe only (a run with a hundred probes is unreadable otherwise).
+    """
     ax = ax or plt.gca()
     h = run.history
     etas = run.config.lr * np.asarray(run.config.landscape, dtype=np.float64)
     steps = h["probe_step"]
     cm = plt.get_cmap(cmap)
     norm = plt.Normalize(0, max(run.config.steps, 1))
-    for s, row in zip(steps, h[f"{prefix}_graddiff"]):
+    for s, row in zip(steps[::every], h[f"{prefix}_graddiff"][::every]):
         ax.plot(etas, row, color=cm(norm(s)), lw=0.9, marker=".", ms=3)
     ax.set_xscale("log")
     ax.set_yscale("log")

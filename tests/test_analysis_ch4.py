@@ -42,7 +42,10 @@ def test_median_ratio_and_wins_over_the_first_steps():
     rough = fake_run(np.zeros((4, 2)), [[0, 10], [0, 30], [0, 20], [0, 1]], [1, 1, 1, 1])
     smooth = fake_run(np.zeros((4, 2)), [[0, 1], [0, 2], [0, 3], [0, 4]], [1, 1, 1, 1], norm="batch")
     # probed steps 0, 50, 100, 150; "until 150" keeps the first three
-    assert analysis.probes_before(rough, 150).tolist() == [True, True, True, False]
+    assert analysis.probe_window(rough, until=150).tolist() == [True, True, True, False]
+    assert analysis.probe_window(rough, since=50, until=150).tolist() == [False, True, True, False]
+    assert analysis.landscape_median(rough, "graddiff", since=50, until=150) == 25.0
+    assert analysis.landscape_wins(rough, smooth, "graddiff", since=150) == 0.0
     assert analysis.landscape_median(rough, "graddiff", until=150) == 20.0
     assert analysis.landscape_median(smooth, "graddiff", until=150) == 2.0
     assert analysis.landscape_ratio(rough, smooth, "graddiff", until=150) == pytest.approx(10.0)
@@ -51,6 +54,8 @@ def test_median_ratio_and_wins_over_the_first_steps():
     assert analysis.landscape_wins(rough, smooth, "graddiff", until=150) == 1.0
     with pytest.raises(ValueError, match="no probed step"):
         analysis.landscape_median(rough, "graddiff", until=0)
+    with pytest.raises(ValueError, match="no probed step"):
+        analysis.landscape_median(rough, "graddiff", since=200)
 
 
 def test_wins_uses_the_shared_probes_of_a_diverged_run_and_refuses_mismatched_steps():
@@ -109,8 +114,12 @@ def test_landscape_table_collects_medians_maxima_ratios_and_wins():
     smooth = fake_run([[0, 1], [0, 1], [0, 1]], [[0, 1], [0, 2], [0, 40]], [1, 2, 3], norm="batch")
     t = analysis.landscape_table(rough, smooth)
     assert set(t) == set(analysis.LANDSCAPE_QUANTITIES)
-    assert t["graddiff"] == {"median_a": 20.0, "median_b": 2.0, "max_a": 30.0, "max_b": 40.0,
-                             "ratio": 10.0, "wins": pytest.approx(2 / 3)}
+    row = t["graddiff"]
+    assert {k: row[k] for k in ("median_a", "median_b", "max_a", "max_b", "ratio", "max_ratio")} == {
+        "median_a": 20.0, "median_b": 2.0, "max_a": 30.0, "max_b": 40.0, "ratio": 10.0, "max_ratio": 0.75}
+    assert row["wins"] == pytest.approx(2 / 3)
+    assert row["spread_a"] == pytest.approx(np.std(np.log10([10, 30, 20])))
+    assert row["spread_ratio"] == pytest.approx(row["spread_a"] / np.std(np.log10([1, 2, 40])))
     assert t["loss_range"]["ratio"] == 4.0 and t["beta"]["max_a"] == 50.0
     assert analysis.landscape_table(rough, smooth, until=100)["graddiff"]["wins"] == 1.0
 
@@ -125,3 +134,12 @@ def test_weight_growth_is_one_at_initialization_and_tracks_rescaling():
     grown = dict(state) | {"blocks.2.layer.weight": 3 * state["blocks.2.layer.weight"]}
     g = analysis.weight_growth(Run(cfg, {}, {"status": "ok"}, grown))
     assert g[2] == pytest.approx(3.0) and np.allclose(np.delete(g, 2), 1.0)
+
+
+def test_spread_is_zero_when_flat_and_one_for_decade_swings():
+    flat = fake_run(np.zeros((3, 2)), [[0, 5], [0, 5], [0, 5]], [2, 2, 2])
+    assert analysis.landscape_spread(flat, "graddiff") == 0.0
+    swing = fake_run(np.zeros((2, 2)), [[0, 1], [0, 100]], [1, np.nan])
+    assert analysis.landscape_spread(swing, "graddiff") == pytest.approx(1.0)
+    assert analysis.landscape_spread(swing, "beta") == np.inf  # an overflowed probe
+    assert analysis.landscape_spread(swing, "graddiff", since=50) == 0.0
