@@ -196,16 +196,18 @@ def quantile_drift(run: Run, layer: int, since: int = 0) -> np.ndarray:
     distribution is where it was; 1 means it moved, on average, by as much as its own width then (the
     drift that Ioffe & Szegedy's Fig. 1 shows). One value per probe.
     """
-    from .probes import QUANTILES
-
     q = np.asarray(run.history[f"act{layer}_quantiles"], dtype=np.float64)
     ref = q[int(np.argmax(run.history["probe_step"] >= since))]
     spread = ref[QUANTILES.index(0.85)] - ref[QUANTILES.index(0.15)]
     return np.abs(q - ref).mean(axis=1) / spread
 
 
-def _trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
-    c = np.cumsum(np.insert(np.asarray(x, dtype=np.float64), 0, 0.0))
+def smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first values average over what there is)."""
+    x = np.asarray(x, dtype=np.float64)
+    if window <= 1 or len(x) == 0:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
     n = np.minimum(np.arange(1, len(x) + 1), window)
     return (c[1:] - c[np.arange(1, len(x) + 1) - n]) / n
 
@@ -218,7 +220,7 @@ def steps_to(run: Run, threshold: float, key: str = "train_acc", window: int = 5
     h = run.history[key]
     if len(h) == 0:
         return None
-    hit = np.flatnonzero(_trailing_mean(h, window) >= threshold)
+    hit = np.flatnonzero(smooth(h, window) >= threshold)
     return int(hit[0]) + 1 if len(hit) else None
 
 

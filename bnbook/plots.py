@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
+from .analysis import smooth  # noqa: F401  (re-exported: chapters call plots.smooth)
 from .train import Run
 
 LABELS = {
@@ -54,16 +55,6 @@ def use_style() -> None:
 def label(run: Run) -> str:
     """The legend entry of a run: its normalization and learning rate."""
     return f"{LABELS[run.config.norm]}, lr={run.config.lr:g}"
-
-
-def smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (the first values average over what there is)."""
-    x = np.asarray(x, dtype=np.float64)
-    if window <= 1 or len(x) == 0:
-        return x
-    c = np.cumsum(np.insert(x, 0, 0.0))
-    n = np.minimum(np.arange(1, len(x) + 1), window)
-    return (c[np.arange(1, len(x) + 1)] - c[np.arange(1, len(x) + 1) - n]) / n
 
 
 def curves(runs: Sequence[Run], metric: str = "test_acc", ax: Axes | None = None, window: int = 50,

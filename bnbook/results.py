@@ -144,7 +144,3 @@ def get_run(cfg: Config, retrain: bool = False, progress: bool | None = None) ->
     save_run(run, path)
     return run
 
-
-def get_runs(cfgs: list[Config], progress: bool | None = None) -> list[Run]:
-    """`get_run` for several configs, in order."""
-    return [get_run(c, progress=progress) for c in cfgs]
