@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -48,6 +49,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps(run.final, indent=2))
     print(f"cached at {run_path(cfg)}")
     return 0 if run.final["status"] == "ok" else 3
+
+
+def _cmd_paper(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import experiments, results
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    threads = args.threads or (os.cpu_count() or 1)
+    overrides = {k: v for k, v in (("steps", args.steps), ("width", args.width), ("train_size", args.train_size),
+                                   ("test_size", args.test_size)) if v is not None}
+    try:
+        configs = list(dict.fromkeys(
+            dataclasses.replace(experiments.paper_scale(c), **overrides)
+            for ch in args.chapter for c in experiments.chapter_runs(ch)))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(configs)} paper-scale runs of chapter(s) {', '.join(map(str, args.chapter))} on {device}"
+          + (f" ({threads} threads)" if device == "cpu" else "") + f"; results and checkpoints in {results.paper_dir()}")
+    for i, cfg in enumerate(configs, 1):
+        path = results.paper_path(cfg)
+        state = "done" if path.exists() else "resumes" if path.with_suffix(".ckpt").exists() else "to do"
+        print(f"[{i}/{len(configs)}] {state:7s} {cfg.label()}")
+        if args.list or state == "done":
+            continue
+        try:
+            run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every)
+        except bdata.DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"          {experiments._outcome(run)}; {run.final['wall_time']:.0f} s")
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -95,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(p)
     p.add_argument("--retrain", action="store_true", help="ignore the cache")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("paper", help="rerun chapters' experiments at the papers' scale (15k steps, full width, "
+                       "GPU if present), resumable; the chapters show the results beside their own")
+    p.add_argument("--chapter", type=int, action="append", required=True, help="chapter number (repeatable)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads per run (default: all cores)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: 500)")
+    p.add_argument("--list", action="store_true", help="list the runs and their state, train nothing")
+    for name in ("steps", "width", "train-size", "test-size"):
+        p.add_argument(f"--{name}", type=float if name == "width" else int,
+                       help="override the paper's value (to try the command at a tiny scale)")
+    p.set_defaults(func=_cmd_paper)
 
     p = sub.add_parser("data", help="check CIFAR-10 (downloading it if missing) and report where it is")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")

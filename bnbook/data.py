@@ -447,6 +447,21 @@ def cifar10_classes(root: str | os.PathLike | None = None) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Batching and augmentation
 
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(file_object)` on a temporary file beside `path`, then move it into place atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def batches(n: int, batch_size: int, seed: int) -> Iterator[Tensor]:
     """Endless int64 index batches over ``range(n)``: a fresh permutation each epoch.
 

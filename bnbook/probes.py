@@ -21,12 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .norms import batch_moments
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 QUANTILES = (0.01, 0.05, 0.15, 0.25, 0.5, 0.75, 0.85, 0.95, 0.99)
 N_SAMPLES = 2048  # activation values kept per probe, for histograms
 
 
-def _generators(model: nn.Module) -> list[torch.Generator]:
+def noise_generators(model: nn.Module) -> list[torch.Generator]:
+    """The random generators of the model's noisy layers, in module order."""
     return [m.generator for m in model.modules() if isinstance(getattr(m, "generator", None), torch.Generator)]
 
 
@@ -34,7 +37,7 @@ def _generators(model: nn.Module) -> list[torch.Generator]:
 def preserved(model: nn.Module) -> Iterator[None]:
     """Run a block of code and then put the model and all RNGs back exactly as they were."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    gens = [(g, g.get_state()) for g in _generators(model)]
+    gens = [(g, g.get_state()) for g in noise_generators(model)]
     rng = torch.get_rng_state()
     grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
     training = model.training
@@ -55,7 +58,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def _same_noise(model: nn.Module) -> Iterator[None]:
     """Make every forward inside see the noise the real training step will see (noisy BN)."""
-    gens = [(g, g.get_state()) for g in _generators(model)]
+    gens = [(g, g.get_state()) for g in noise_generators(model)]
     try:
         yield
     finally:
@@ -97,12 +100,11 @@ def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> di
             h.remove()
     out: dict[str, np.ndarray] = {}
     for i in layers:
-        a = captured[i]
-        dims = (0,) if a.dim() == 2 else (0, 2, 3)
+        a = captured[i].cpu()
         flat = a.reshape(-1).double()
         pick = torch.randint(flat.numel(), (N_SAMPLES,), generator=torch.Generator().manual_seed(i))
-        out[f"act{i}_mean"] = a.mean(dims).numpy()
-        out[f"act{i}_var"] = a.var(dims, unbiased=False).numpy()
+        var, mean = batch_moments(a)
+        out[f"act{i}_mean"], out[f"act{i}_var"] = mean.numpy(), var.numpy()
         out[f"act{i}_quantiles"] = np.quantile(flat.numpy(), QUANTILES).astype(np.float32)
         out[f"act{i}_unit_quantiles"] = np.quantile(a[:, 0].double().numpy(), QUANTILES).astype(np.float32)
         out[f"act{i}_values"] = flat[pick].float().numpy()
@@ -179,7 +181,7 @@ def landscape(
             d = g
         else:
             gen = torch.Generator().manual_seed(seed)
-            r = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+            r = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
             scale = g_flat.norm() / _flat(r).double().norm()
             d = [t * scale.to(t.dtype) for t in r]
         d_norm = _flat(d).double().norm().item()

@@ -12,24 +12,29 @@ folder, which may be read-only).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
-import tempfile
 import warnings
 import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
-from .train import Config, Run, config_from_dict, train
+from .data import atomic_write
+from .train import Config, Run, config_from_dict, show_progress, train
 
 CACHE_ENV = "BNBOOK_CACHE"
+WORKERS_ENV = "BNBOOK_WORKERS"
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules whose code determines a run's numbers; editing any of them invalidates the cache.
 RUN_SOURCES = ("data.py", "models.py", "norms.py", "probes.py", "train.py")
@@ -89,21 +94,6 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(file_object)` on a temporary file beside `path`, then move it into place atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_run(run: Run, path: Path) -> None:
     """Write a run to `path` atomically."""
     meta = {
@@ -127,20 +117,116 @@ def load_run(path: Path) -> Run:
     return Run(config_from_dict(meta["config"]), history, meta["final"], state, meta["provenance"])
 
 
-def get_run(cfg: Config, retrain: bool = False, progress: bool | None = None) -> Run:
-    """The run described by `cfg`: from the cache, or trained now and cached.
+def _cached(path: Path) -> Run | None:
+    """The run in `path`, or None if there is none; an unreadable file is reported and ignored."""
+    if not path.exists():
+        return None
+    try:
+        return load_run(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        warnings.warn(f"discarding unreadable cached run {path} ({type(e).__name__}: {e}); recomputing it")
+        return None
 
-    `retrain=True` ignores the cache. A cache file that cannot be read (truncated, corrupted, from an
-    incompatible version) is reported with a warning and recomputed.
-    """
-    path = run_path(cfg)
-    if path.exists() and not retrain:
-        try:
-            return load_run(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-            warnings.warn(f"discarding unreadable cached run {path} ({type(e).__name__}: {e}); recomputing it")
+
+def _train_and_save(cfg: Config, progress: bool | None = None) -> Run:
     run = train(cfg, progress=progress)
     run.provenance = provenance()
-    save_run(run, path)
+    save_run(run, run_path(cfg))
     return run
 
+
+def _train_in_worker(cfg: Config) -> None:
+    _train_and_save(cfg, progress=False)
+
+
+def workers() -> int:
+    """How many runs train at once: `$BNBOOK_WORKERS`, else one per CPU core (each run uses one thread)."""
+    env = os.environ.get(WORKERS_ENV)
+    if env is not None:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"${WORKERS_ENV}={env!r} must be a whole number >= 1")
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _cost(cfg: Config) -> float:
+    """A rough relative training time, to start the longest runs first."""
+    per_step = {"vgg": 0.08 * cfg.width / 0.125, "mlp": 0.004, "dln": 0.012 if cfg.norm != "none" else 0.005}
+    return cfg.steps * per_step[cfg.model] * (1.3 if cfg.probe_every else 1.0)
+
+
+def get_runs(configs: list[Config], retrain: bool = False, progress: bool | None = None) -> list[Run]:
+    """The runs described by `configs`, in order: from the cache, or trained now and cached.
+
+    Missing runs are trained in parallel, `workers()` at a time, each in its own process with one
+    thread, longest first; the numbers are the same as training them one by one (the runs are
+    deterministic and share nothing). `retrain=True` ignores the cache. A cache file that cannot be
+    read (truncated, corrupted, from an incompatible version) is reported with a warning and recomputed.
+    """
+    found = {c: None if retrain else _cached(run_path(c)) for c in dict.fromkeys(configs)}
+    missing = sorted((c for c, r in found.items() if r is None), key=_cost, reverse=True)
+    n_workers = min(workers(), len(missing))
+    if n_workers <= 1:
+        for cfg in missing:
+            found[cfg] = _train_and_save(cfg, progress)
+    else:
+        show = show_progress() if progress is None else progress
+        # spawn, not fork: a forked PyTorch (or Jupyter kernel) process can deadlock in its thread pools
+        with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = {pool.submit(_train_in_worker, cfg): cfg for cfg in missing}
+            with tqdm(total=len(jobs), desc=f"training {len(jobs)} runs on {n_workers} cores", disable=not show) as bar:
+                for job in as_completed(jobs):
+                    job.result()  # a worker's exception (bad data, say) is raised here, with its message
+                    found[jobs[job]] = load_run(run_path(jobs[job]))
+                    bar.update()
+    return [found[c] for c in configs]
+
+
+def find_run(cfg: Config) -> Run | None:
+    """The cached book-scale run of `cfg`, or None (never trains)."""
+    return _cached(run_path(cfg))
+
+
+def get_run(cfg: Config, retrain: bool = False, progress: bool | None = None) -> Run:
+    """The run described by `cfg`: from the cache, or trained now (in this process) and cached."""
+    return get_runs([cfg], retrain=retrain, progress=progress)[0]
+
+
+# Paper-scale runs (`python -m bnbook paper`) take GPU-hours, so they are kept apart from the book's
+# cache and keyed by their configuration alone: editing the package does not discard them; their
+# provenance (commit, device, date) says what computed them.
+PAPER_ENV = "BNBOOK_PAPER"
+
+
+def paper_dir() -> Path:
+    """Where paper-scale runs live: `$BNBOOK_PAPER`, else `data/paper` beside the package."""
+    env = os.environ.get(PAPER_ENV)
+    return Path(env).resolve() if env else PACKAGE_DIR.parent / "data" / "paper"
+
+
+def paper_path(cfg: Config) -> Path:
+    """The file of a paper-scale run of `cfg` (exactly this configuration)."""
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:20]
+    return paper_dir() / f"{cfg.model}-{cfg.norm}-lr{cfg.lr:g}-s{cfg.seed}-{key}.npz"
+
+
+def find_paper_run(cfg: Config) -> Run | None:
+    """The paper-scale run of `cfg` if one has been computed here, else None (never trains)."""
+    return _cached(paper_path(cfg))
+
+
+def train_paper_run(cfg: Config, device: str, threads: int, checkpoint_every: int = 500,
+                    progress: bool | None = None) -> Run:
+    """Train `cfg` (normally a paper-scale config), resuming from its checkpoint, and keep it in `paper_dir()`."""
+    path = paper_path(cfg)
+    done = _cached(path)
+    if done is not None:
+        return done
+    ckpt = path.with_suffix(".ckpt")
+    run = train(cfg, progress=progress, device=device, threads=threads, checkpoint=ckpt,
+                checkpoint_every=checkpoint_every)
+    run.provenance = provenance() | {"device": device, "threads": threads,
+                                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    save_run(run, path)
+    ckpt.unlink(missing_ok=True)
+    return run

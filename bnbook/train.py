@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import data as bdata
 from . import models, probes
-from .norms import NORMS
+from .norms import NORMS, batch_moments
 
 
 @dataclass(frozen=True)
@@ -93,28 +95,31 @@ class Config:
 
     def label(self) -> str:
         """A short human-readable description of the scale, to print beside every result."""
+        init = f", N(0, {self.init_std:g}²) init" if self.init_std else ""
         if self.model == "vgg":
-            net = f"VGG-{ {'A': 11, 'D': 16}[self.arch] } ×{self.width:g} width"
+            net = f"VGG-{ {'A': 11, 'D': 16}[self.arch] } ×{self.width:g} width{init}"
             data = f"{self.train_size // 1000}k CIFAR-10 train images, batch {self.batch_size}"
         elif self.model == "mlp":
-            net = f"MLP {self.depth}×{self.hidden} sigmoid"
+            net = f"MLP {self.depth}×{self.hidden} sigmoid{init}"
             data = f"{self.train_size // 1000}k CIFAR-10 train images, batch {self.batch_size}"
         else:
-            net = f"DLN {self.depth}×{self.hidden}"
+            net = f"DLN {self.depth}×{self.hidden}{init}"
             data = f"{self.train_size} Gaussian samples, full batch"
         return f"{net}, norm={self.norm}, lr={self.lr:g}, {self.steps} steps, {data}, seed {self.seed}"
 
 
-# The book's numbers are computed with this many CPU threads: how reductions are split across threads
-# changes the last bits of a sum, and over a thousand steps those bits become visible digits.
-THREADS = 2
+# The book's numbers are computed with one CPU thread per run: how reductions are split across threads
+# changes the last bits of a sum, and over a thousand steps those bits become visible digits. One thread
+# makes them independent of the machine's core count; the cores train several runs at once instead
+# (`bnbook.results.get_runs`), which on 2 cores is 1.3× (VGG) to 2× (DLN) faster than 2 threads per run.
+THREADS = 1
 
 # The book's scales (chosen in chapter 3; every chapter derives its runs from these).
 BOOK_VGG = Config(
-    model="vgg", arch="A", width=0.125, steps=600, batch_size=128, eval_every=100,
+    model="vgg", arch="A", width=0.125, steps=600, batch_size=128, eval_every=200,
     probe_every=50, act_layers=(2, 5, 8), ics_layers=(3, 6), landscape=(0.5, 1.0, 2.0, 4.0), random_direction=True,
 )
-BOOK_MLP = Config(model="mlp", depth=3, hidden=100, batch_size=60, steps=3000, eval_every=100,
+BOOK_MLP = Config(model="mlp", depth=3, hidden=100, init_std=0.05, batch_size=60, steps=5000, eval_every=100,
                   probe_every=50, act_layers=(3,))
 BOOK_DLN = Config(
     model="dln", depth=25, hidden=10, train_size=100, lr=1e-6, steps=10000, eval_every=100,
@@ -177,7 +182,7 @@ def show_progress() -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 1000) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 250) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` in eval mode; accuracy is NaN for regression."""
     was_training = model.training
     model.eval()
@@ -200,9 +205,9 @@ def _recording_shift(model: nn.Module, layers: tuple[int, ...], shift: dict[str,
 
     def record(i: int):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            var, mean = torch.var_mean(output.detach(), (0,) if output.dim() == 2 else (0, 2, 3), correction=0)
-            shift[f"step_act{i}_mean"].append(mean.numpy())
-            shift[f"step_act{i}_var"].append(var.numpy())
+            var, mean = batch_moments(output.detach())
+            shift[f"step_act{i}_mean"].append(mean.cpu().numpy())
+            shift[f"step_act{i}_var"].append(var.cpu().numpy())
         return hook
 
     hooks = [model.blocks[i - 1].norm.register_forward_hook(record(i)) for i in layers]
@@ -229,7 +234,49 @@ def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor
     return out
 
 
-def train(cfg: Config, progress: bool | None = None) -> Run:
+def _save_checkpoint(path: Path, cfg: Config, step: int, model: nn.Module, gens: list[torch.Generator],
+                     log: dict[str, Any], elapsed: float) -> None:
+    """Everything needed to continue after `step` steps, as tensors only (loadable with weights_only)."""
+    ckpt = {
+        "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+        "step": step,
+        "elapsed": elapsed,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "generators": [g.get_state() for g in gens],
+        "losses": torch.from_numpy(log["losses"]),
+        "accs": torch.from_numpy(log["accs"]),
+        "evals": torch.tensor(log["evals"], dtype=torch.float64).reshape(-1, 3),
+        "probe_steps": torch.tensor(log["probe_steps"], dtype=torch.int64),
+        "probe_rows": [{k: torch.from_numpy(np.asarray(v)) for k, v in r.items()} for r in log["probe_rows"]],
+        "shift": {k: [torch.from_numpy(v) for v in vs] for k, vs in log["shift"].items()},
+    }
+    bdata.atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def _load_checkpoint(path: Path, cfg: Config, model: nn.Module, gens: list[torch.Generator],
+                     log: dict[str, Any]) -> tuple[int, float]:
+    """Restore a checkpoint written by `_save_checkpoint` into model, generators and log; (step, elapsed)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say so, never resume from it silently
+        raise RuntimeError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to start over") from e
+    if ckpt["config"] != json.dumps(dataclasses.asdict(cfg), sort_keys=True):
+        raise ValueError(f"checkpoint {path} belongs to another configuration; delete it or pass another path")
+    model.load_state_dict(ckpt["model"])
+    for g, state in zip(gens, ckpt["generators"], strict=True):
+        g.set_state(state)
+    step = int(ckpt["step"])
+    log["losses"][:step] = ckpt["losses"].numpy()[:step]
+    log["accs"][:step] = ckpt["accs"].numpy()[:step]
+    log["evals"] = [(int(a), float(b), float(c)) for a, b, c in ckpt["evals"].tolist()]
+    log["probe_steps"] = ckpt["probe_steps"].tolist()
+    log["probe_rows"] = [{k: v.numpy() for k, v in r.items()} for r in ckpt["probe_rows"]]
+    log["shift"] = {k: [v.numpy() for v in vs] for k, vs in ckpt["shift"].items()}
+    return step, float(ckpt["elapsed"])
+
+
+def train(cfg: Config, progress: bool | None = None, device: str = "cpu", threads: int = THREADS,
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500) -> Run:
     """Train `cfg` from scratch with plain SGD; deterministic on a given machine (same seed, same bits).
 
     For each layer in `act_layers`, the per-channel mean and variance of the norm's output in the
@@ -238,38 +285,53 @@ def train(cfg: Config, progress: bool | None = None) -> Run:
     cost; the probes add quantiles and histogram samples every `probe_every` steps.
     A non-finite loss stops the run: it is recorded as `final["status"] == "diverged"` with the step,
     and the histories up to that step are kept.
+
+    `checkpoint`: a file to save the state to every `checkpoint_every` steps (atomically) and to resume
+    from if it exists; a resumed run is bit-identical to an uninterrupted one. The caller deletes it
+    once the run is saved. `device` and `threads`: where the model and data live and how many CPU
+    threads it may use (the book's numbers: CPU, `THREADS`; paper-scale runs: a GPU if there is one).
     """
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     start = time.perf_counter()
-    xtr, ytr, xte, yte, loss_fn = task(cfg)
-    model = build_model(cfg)
+    xtr, ytr, xte, yte, loss_fn = (t.to(device) if isinstance(t, Tensor) else t for t in task(cfg))
+    model = build_model(cfg).to(device)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0, foreach=True)  # one op for all params
     full_batch = cfg.model == "dln"
     order = None if full_batch else bdata.batches(len(xtr), cfg.batch_size, cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gens = [aug_gen, *probes.noise_generators(model)]
     regression = loss_fn is squared_error
 
-    losses, accs = np.full(cfg.steps, np.nan), np.full(cfg.steps, np.nan)
-    evals: list[tuple[int, float, float]] = []
-    probe_steps: list[int] = []
-    probe_rows: list[dict[str, Any]] = []
+    log: dict[str, Any] = {
+        "losses": np.full(cfg.steps, np.nan), "accs": np.full(cfg.steps, np.nan), "evals": [],
+        "probe_steps": [], "probe_rows": [],
+        # the training forward pass's own per-channel moments, every step (see the docstring)
+        "shift": {f"step_act{i}_{s}": [] for i in cfg.act_layers for s in ("mean", "var")},
+    }
+    first, elapsed_before = 0, 0.0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        first, elapsed_before = _load_checkpoint(ckpt_path, cfg, model, gens, log)
+        for _ in range(first if order is not None else 0):  # the batch order is replayed, not stored
+            next(order)
+    losses, accs, evals, shift = log["losses"], log["accs"], log["evals"], log["shift"]
     status, diverged_at = "ok", -1
-    bar = tqdm(total=cfg.steps, desc=f"{cfg.model}/{cfg.norm} lr={cfg.lr:g}", disable=not (
+    bar = tqdm(total=cfg.steps, initial=first, desc=f"{cfg.model}/{cfg.norm} lr={cfg.lr:g}", disable=not (
         show_progress() if progress is None else progress), leave=False)
-    shift: dict[str, list[np.ndarray]] = {f"step_act{i}_{s}": [] for i in cfg.act_layers for s in ("mean", "var")}
-    step = 0
-    for step in range(cfg.steps):
+    for step in range(first, cfg.steps):
+        if ckpt_path is not None and step > first and step % checkpoint_every == 0:
+            _save_checkpoint(ckpt_path, cfg, step, model, gens, log, elapsed_before + time.perf_counter() - start)
         if full_batch:
             x, y = xtr, ytr
         else:
-            idx = next(order)
+            idx = next(order).to(device)
             x, y = xtr[idx], ytr[idx]
             if cfg.augment:
                 x = bdata.augment(x, aug_gen)
         if cfg.probe_every and step % cfg.probe_every == 0:
-            probe_steps.append(step)
-            probe_rows.append(run_probes(cfg, model, loss_fn, x, y, step))
+            log["probe_steps"].append(step)
+            log["probe_rows"].append(run_probes(cfg, model, loss_fn, x, y, step))
         with _recording_shift(model, cfg.act_layers, shift):
             out = model(x)
         loss = loss_fn(out, y)
@@ -296,12 +358,12 @@ def train(cfg: Config, progress: bool | None = None) -> Run:
         "eval_step": np.array([e[0] for e in evals], dtype=np.int64),
         "test_loss": np.array([e[1] for e in evals]),
         "test_acc": np.array([e[2] for e in evals]),
-        "probe_step": np.array(probe_steps, dtype=np.int64),
+        "probe_step": np.array(log["probe_steps"], dtype=np.int64),
     }
     for key, rows in shift.items():
         history[key] = np.stack(rows[:done]) if done else np.zeros((0, 0), np.float32)
-    for key in probe_rows[0] if probe_rows else []:
-        history[key] = np.stack([np.asarray(r[key]) for r in probe_rows])
+    for key in log["probe_rows"][0] if log["probe_rows"] else []:
+        history[key] = np.stack([np.asarray(r[key]) for r in log["probe_rows"]])
     tail = slice(max(0, done - 100), done)
     final = {
         "status": status,
@@ -311,9 +373,9 @@ def train(cfg: Config, progress: bool | None = None) -> Run:
         "train_acc": float(np.mean(accs[tail])) if done and not regression else math.nan,
         "test_loss": evals[-1][1] if evals and status == "ok" else math.nan,
         "test_acc": evals[-1][2] if evals and status == "ok" else math.nan,
-        "wall_time": time.perf_counter() - start,
+        "wall_time": elapsed_before + time.perf_counter() - start,
     }
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return Run(cfg, history, final, state)
 
 

@@ -1,11 +1,14 @@
 """The command line: help lists the commands, bad input gives a clear error and a non-zero exit."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 from bnbook import __main__ as cli
+
+from test_train import assert_same_run
 
 
 def test_help_lists_the_commands():
@@ -42,3 +45,46 @@ def test_diverging_run_exits_with_its_own_code(cache, capsys):
             "--lr", "10", "--steps", "200"]
     assert cli.main(argv) == 3
     assert '"status": "diverged"' in capsys.readouterr().out
+
+
+def test_paper_command_end_to_end_at_a_tiny_scale(fake_cifar, tmp_path, monkeypatch, capsys):
+    from bnbook import experiments, results, train
+
+    monkeypatch.setenv("BNBOOK_PAPER", str(tmp_path / "paper"))
+    monkeypatch.setenv("BNBOOK_CACHE", str(tmp_path / "cache"))
+    # the papers' scales, shrunk: the command and the chapters' lookup use the same paper_scale()
+    monkeypatch.setattr(experiments, "PAPER_VGG", dataclasses.replace(
+        experiments.PAPER_VGG, width=0.0625, steps=6, train_size=256, test_size=128, eval_every=3, probe_every=3))
+    monkeypatch.setattr(experiments, "PAPER_DLN", dataclasses.replace(experiments.PAPER_DLN, steps=6, probe_every=3))
+    stop_at = {"step": 3}
+    save = train._save_checkpoint
+
+    def save_then_stop(path, cfg, step, *rest):  # the first run is interrupted after its first checkpoint
+        save(path, cfg, step, *rest)
+        if step == stop_at.pop("step", None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["paper", "--chapter", "5", "--checkpoint-every", "3"])
+    assert len(list((tmp_path / "paper").glob("*.ckpt"))) == 1
+    assert cli.main(["paper", "--chapter", "5", "--list"]) == 0
+    assert "resumes" in capsys.readouterr().out
+    assert cli.main(["paper", "--chapter", "5", "--checkpoint-every", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "2 paper-scale runs of chapter(s) 5" in out and out.count("test acc") == 2
+    assert len(list((tmp_path / "paper").glob("*.npz"))) == 2 and not list((tmp_path / "paper").glob("*.ckpt"))
+    # an interrupted-and-resumed run is the same as one trained in one go
+    cfg = experiments.paper_scale(experiments.chapter_runs(5)[0])
+    monkeypatch.setattr(train, "_save_checkpoint", save)
+    run = results.find_paper_run(cfg)
+    assert_same_run(run, train.train(cfg, threads=run.provenance["threads"]))
+    # the chapter shows them beside the book scale
+    table = experiments.scale_comparison(5)
+    assert table.count("paper scale test acc") == 2 and "book scale not computed" in table
+    assert cli.main(["paper", "--chapter", "5"]) == 0 and capsys.readouterr().out.count("done") == 2
+
+
+def test_paper_command_rejects_an_unknown_chapter(capsys):
+    assert cli.main(["paper", "--chapter", "9", "--list"]) == 2
+    assert "chapter 9 has no runs" in capsys.readouterr().err

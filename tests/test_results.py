@@ -79,3 +79,19 @@ def test_diverged_runs_are_cached_as_diverged(cache):
     cfg = dataclasses.replace(TINY_DLN, lr=10.0, steps=200)
     assert results.get_run(cfg).diverged
     assert results.load_run(results.run_path(cfg)).final["status"] == "diverged"
+
+
+def test_get_runs_trains_in_parallel_with_the_same_bits(cache, monkeypatch):
+    configs = [dataclasses.replace(TINY_DLN, norm=n, seed=s) for n in ("none", "batch") for s in (0, 1)]
+    monkeypatch.setenv("BNBOOK_WORKERS", "2")
+    parallel = results.get_runs(configs + configs[:1])  # a repeated config is trained once
+    assert len(parallel) == 5 and len(list(cache.glob("*.npz"))) == 4
+    for cfg, run in zip(configs, parallel):
+        assert run.config == cfg
+        assert_same_run(run, train.train(cfg))  # as if trained alone, in this process
+
+
+def test_bad_worker_count_is_explained(monkeypatch):
+    monkeypatch.setenv("BNBOOK_WORKERS", "two")
+    with pytest.raises(ValueError, match="BNBOOK_WORKERS"):
+        results.workers()

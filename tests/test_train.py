@@ -78,3 +78,34 @@ def test_config_roundtrip_and_label():
     assert "VGG-11 ×0.125 width" in cfg.label() and "8 steps" in cfg.label()
     with pytest.raises(ValueError, match="unknown Config fields"):
         train.config_from_dict({"nonsense": 1})
+
+
+@pytest.mark.parametrize("norm", ["noisy", "batch"])
+def test_an_interrupted_run_resumes_bit_identically(fake_cifar, tmp_path, monkeypatch, norm):
+    cfg = dataclasses.replace(TINY_VGG, norm=norm, steps=12, probe_every=4, act_layers=(2,), ics_layers=(3,),
+                              landscape=(1.0,))
+    whole = train.train(cfg)
+    ckpt = tmp_path / "run.ckpt"
+    save = train._save_checkpoint
+
+    def save_then_stop(path, cfg, step, *rest):
+        save(path, cfg, step, *rest)
+        if step == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg, checkpoint=ckpt, checkpoint_every=4)
+    monkeypatch.setattr(train, "_save_checkpoint", save)
+    assert ckpt.exists()
+    assert_same_run(whole, train.train(cfg, checkpoint=ckpt, checkpoint_every=4))
+
+
+def test_a_checkpoint_of_another_config_or_a_broken_one_is_refused(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    train.train(dataclasses.replace(TINY_DLN, steps=12), checkpoint=ckpt, checkpoint_every=5)
+    with pytest.raises(ValueError, match="belongs to another configuration"):
+        train.train(dataclasses.replace(TINY_DLN, steps=12, seed=3), checkpoint=ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:50])
+    with pytest.raises(RuntimeError, match="delete it to start over"):
+        train.train(dataclasses.replace(TINY_DLN, steps=12), checkpoint=ckpt)

@@ -1,0 +1,99 @@
+"""Which runs each chapter shows, at the book's scale and at the paper's.
+
+`chapter_runs(3)` lists chapter 3's configurations; a chapter's first cell trains the missing ones
+in parallel with `results.get_runs(chapter_runs(n))`, and its later cells fetch them one by one from
+the cache. `paper_scale(cfg)` is the same experiment at the papers' scale, which
+`python -m bnbook paper --chapter N` runs (hours on a GPU; days on a CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .train import BOOK_DLN, BOOK_MLP, BOOK_VGG, Config
+
+# The papers' scales. VGG: Santurkar et al. train on all of CIFAR-10 for 15,000 steps at full width; the
+# book keeps VGG-11 (configuration "A") so that its layer numbers mean the same at both scales. MLP: Ioffe
+# & Szegedy train 50,000 steps (on MNIST; the book's MLP runs on CIFAR-10). DLN: the book's is the paper's.
+PAPER_VGG = replace(BOOK_VGG, width=1.0, steps=15000, eval_every=500, probe_every=250)
+PAPER_MLP = replace(BOOK_MLP, steps=50000, eval_every=500, probe_every=250)
+PAPER_DLN = BOOK_DLN
+
+_SCALE_FIELDS = ("arch", "width", "depth", "hidden", "init_std", "train_size", "test_size", "steps",
+                 "batch_size", "eval_every", "probe_every")
+
+
+def paper_scale(cfg: Config) -> Config:
+    """`cfg` (norm, learning rate, seed, probes) at the paper's scale (width, steps, data, evaluation)."""
+    paper = {"vgg": PAPER_VGG, "mlp": PAPER_MLP, "dln": PAPER_DLN}[cfg.model]
+    return replace(cfg, **{f: getattr(paper, f) for f in _SCALE_FIELDS})
+
+
+def _vgg(norm: str, lr: float = 0.1, seed: int = 0) -> Config:
+    return replace(BOOK_VGG, norm=norm, lr=lr, seed=seed)
+
+
+def _dln(norm: str, lr: float = 1e-6) -> Config:
+    return replace(BOOK_DLN, norm=norm, lr=lr)
+
+
+_MLP = [replace(BOOK_MLP, norm=n) for n in ("none", "batch")]
+_VGG_SEEDS = [_vgg(n, seed=s) for s in (0, 1, 2) for n in ("none", "batch")]
+_VGG_05 = [_vgg(n, 0.5) for n in ("none", "batch")]
+_DLN = [_dln(n, lr) for lr in (1e-6, 1e-7) for n in ("none", "batch")]
+_LP = ("l1", "l2", "linf")
+CHAPTERS: dict[int, list[Config]] = {
+    1: _MLP,
+    2: _MLP,
+    3: _VGG_SEEDS + _VGG_05 + [_vgg(n, 0.01) for n in ("none", "batch")]
+       + [_vgg(n) for n in ("noisy", "noise")] + _DLN,
+    4: _VGG_SEEDS + _VGG_05 + [_vgg(n) for n in _LP] + _DLN + [_dln(n) for n in _LP],
+    5: [_vgg("none"), _vgg("batch")],
+}
+
+
+def chapter_runs(chapter: int) -> list[Config]:
+    """The book-scale configurations of `chapter` (1-5), in a fixed order."""
+    if chapter not in CHAPTERS:
+        raise ValueError(f"chapter {chapter!r} has no runs; chapters with runs: {sorted(CHAPTERS)}")
+    return list(CHAPTERS[chapter])
+
+
+def all_runs() -> list[Config]:
+    """Every book-scale configuration, each once."""
+    return list(dict.fromkeys(c for runs in CHAPTERS.values() for c in runs))
+
+
+def _outcome(run) -> str:
+    if run.diverged:
+        return f"diverged at step {run.final['diverged_at']}"
+    if run.config.model == "dln":
+        return f"final loss {run.final['train_loss']:.4g}"
+    return f"test acc {100 * run.final['test_acc']:.2f}%, train acc {100 * run.final['train_acc']:.2f}%"
+
+
+def scale_comparison(chapter: int) -> str:
+    """The chapter's book-scale outcomes beside its paper-scale ones, for the runs computed here at both.
+
+    Only reads: a run missing at either scale is listed as missing. Paper-scale runs come from
+    `python -m bnbook paper --chapter N`.
+    """
+    from . import results  # results imports the training code; this module is imported by it only lazily
+
+    lines, missing = [], 0
+    for cfg in chapter_runs(chapter):
+        paper = results.find_paper_run(paper_scale(cfg))
+        if paper is None:
+            missing += 1
+            continue
+        book = results.find_run(cfg)
+        where = f"{paper.provenance.get('device', '?')}, commit {paper.provenance.get('git_commit', '?')}"
+        lines.append(f"{cfg.model} {cfg.norm} lr={cfg.lr:g} seed {cfg.seed}: book scale "
+                     f"{_outcome(book) if book else 'not computed'} | paper scale {_outcome(paper)} ({where})")
+    head = (f"paper scale: {paper_scale(chapter_runs(chapter)[0]).label().split(', norm')[0]}, "
+            f"{paper_scale(chapter_runs(chapter)[0]).steps} steps")
+    if not lines:
+        return (f"No paper-scale runs of chapter {chapter} on this machine ({head}). "
+                f"`python -m bnbook paper --chapter {chapter}` computes them (a GPU is used if there is one).")
+    tail = f"\n({missing} of the chapter's runs not yet computed at paper scale)" if missing else ""
+    return head + "\n" + "\n".join(lines) + tail
