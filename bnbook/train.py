@@ -4,8 +4,8 @@ A run is described completely by a frozen `Config`; `train(config)` returns a `R
 arrays, final numbers, trained weights). Use `bnbook.results.get_run(config)` from notebooks: it
 returns the cached run when there is one and trains (and caches) it otherwise.
 
-The book's shared scales are the `BOOK_*` configs below; chapters derive their runs from them with
-`dataclasses.replace(BOOK_VGG, norm="batch", lr=0.5)`, which is how runs are shared between chapters.
+The book's shared scales are the `BOOK_*` configs in `bnbook.experiments`; chapters derive their runs from
+them with `dataclasses.replace(BOOK_VGG, norm="batch", lr=0.5)`, which is how runs are shared between chapters.
 """
 
 from __future__ import annotations
@@ -113,20 +113,6 @@ class Config:
 # makes them independent of the machine's core count; the cores train several runs at once instead
 # (`bnbook.results.get_runs`), which on 2 cores is 1.3× (VGG) to 2× (DLN) faster than 2 threads per run.
 THREADS = 1
-
-# The book's scales (chosen in chapter 3; every chapter derives its runs from these).
-BOOK_VGG = Config(
-    model="vgg", arch="A", width=0.125, steps=600, batch_size=128, eval_every=200,
-    probe_every=50, act_layers=(2, 5, 8), ics_layers=(3, 6), landscape=(0.5, 1.0, 2.0, 4.0), random_direction=True,
-)
-BOOK_MLP = Config(model="mlp", depth=3, hidden=100, init_std=0.05, batch_size=60, steps=5000, eval_every=100,
-                  probe_every=50, act_layers=(3,))
-BOOK_DLN = Config(
-    model="dln", depth=25, hidden=10, train_size=100, lr=1e-6, steps=10000, eval_every=100,
-    probe_every=100, act_layers=(9, 17), ics_layers=(9, 17), landscape=(0.01, 0.1, 1.0, 10.0, 30.0),
-    random_direction=True,
-)
-
 
 @dataclass
 class Run:

@@ -8,7 +8,8 @@ from torch import nn
 from bnbook import analysis
 from bnbook.norms import BatchNorm
 from bnbook.probes import QUANTILES
-from bnbook.train import BOOK_MLP, Run
+from bnbook.experiments import BOOK_MLP
+from bnbook.train import Run
 
 
 def _run(history: dict) -> Run:

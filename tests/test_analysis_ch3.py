@@ -5,7 +5,8 @@ import pytest
 
 from bnbook import analysis
 from bnbook.probes import QUANTILES
-from bnbook.train import BOOK_VGG, Run
+from bnbook.experiments import BOOK_VGG
+from bnbook.train import Run
 
 
 def fake_run(**history) -> Run:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bnbook import analysis
-from bnbook.train import BOOK_VGG, Run, train
+from bnbook.experiments import BOOK_VGG
+from bnbook.train import Run, train
 
 from test_train import TINY_VGG
 

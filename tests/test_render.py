@@ -100,3 +100,12 @@ def test_screenshots(built):
         out.unlink(missing_ok=True)
         _chromium(f"--screenshot={out}", "--window-size=1280,1600", page.as_uri())
         assert out.exists() and out.stat().st_size > 10_000, f"no screenshot of {page.name}"
+
+
+def test_claims_page_links_reach_their_sections(built):
+    page = HTML / "chapters" / "06_claims.html"
+    _need(page.exists(), "the claims page was not built")
+    links = re.findall(r'href="(\d\d_[a-z_]+\.html)#([^"]+)"', page.read_text())
+    assert links, "the claims page links to no section"
+    for target, anchor in set(links):
+        assert f'id="{anchor}"' in (page.parent / target).read_text(), f"claims page: {target}#{anchor} does not exist"
