@@ -39,11 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Config
 
     fields = {f.name for f in dataclasses.fields(Config)}
-    try:
-        cfg = Config(**{k: v for k, v in vars(args).items() if k in fields})
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = Config(**{k: v for k, v in vars(args).items() if k in fields})
     print(cfg.label())
     run = get_run(cfg, retrain=args.retrain)
     print(json.dumps(run.final, indent=2))
@@ -60,13 +56,9 @@ def _cmd_paper(args: argparse.Namespace) -> int:
     threads = args.threads or (os.cpu_count() or 1)
     overrides = {k: v for k, v in (("steps", args.steps), ("width", args.width), ("train_size", args.train_size),
                                    ("test_size", args.test_size)) if v is not None}
-    try:
-        configs = list(dict.fromkeys(
-            dataclasses.replace(experiments.paper_scale(c), **overrides)
-            for ch in args.chapter for c in experiments.chapter_runs(ch)))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    configs = list(dict.fromkeys(
+        dataclasses.replace(experiments.paper_scale(c), **overrides)
+        for ch in args.chapter for c in experiments.chapter_runs(ch)))
     print(f"{len(configs)} paper-scale runs of chapter(s) {', '.join(map(str, args.chapter))} on {device}"
           + (f" ({threads} threads)" if device == "cpu" else "") + f"; results and checkpoints in {results.paper_dir()}")
     for i, cfg in enumerate(configs, 1):
@@ -75,24 +67,16 @@ def _cmd_paper(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(configs)}] {state:7s} {cfg.label()}")
         if args.list or state == "done":
             continue
-        try:
-            run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every)
-        except bdata.DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every)
         print(f"          {experiments._outcome(run)}; {run.final['wall_time']:.0f} s")
     return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    try:
-        folder = bdata.ensure_cifar10(download=not args.no_download)
-        for split in ("train", "test"):
-            x, y = bdata.load_cifar10(split)
-            print(f"{split}: {tuple(x.shape)} images, {len(y)} labels")
-    except bdata.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    folder = bdata.ensure_cifar10(download=not args.no_download)
+    for split in ("train", "test"):
+        x, y = bdata.load_cifar10(split)
+        print(f"{split}: {tuple(x.shape)} images, {len(y)} labels")
     print(f"CIFAR-10 is valid at {folder}")
     return 0
 
@@ -158,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_bench)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (bdata.DataError, ValueError) as e:  # bad input (data, configuration): the message says the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

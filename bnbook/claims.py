@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from html import escape
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -82,20 +83,25 @@ def load() -> list[Claim]:
     return out
 
 
-def table(claims: list[Claim], markdown: bool = True) -> str:
-    """The claims as a Markdown table (with links) or as plain text (for nbval to compare)."""
+def table(claims: list[Claim], html: bool = True) -> str:
+    """The claims as an HTML table with links to their sections (for the book) or as plain text (for nbval)."""
     cols = ("claim", "paper", "book", "scale", "verdict")
-    if not markdown:
+    if not html:
         return "\n".join(f"[{c.chapter}] {c.section}\n" + "".join(f"  {k}: {getattr(c, k)}\n" for k in cols)
                          for c in claims)
+    def td(text: str, style: str = "") -> str:
+        return f'<td style="vertical-align: top; {style}">{text}</td>'
 
-    def cell(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    rows = ["| § | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for c in claims:
-        rows.append(f"| [{c.chapter}]({c.link()}) | " + " | ".join(cell(getattr(c, k)) for k in cols) + " |")
-    return "\n".join(rows)
+    rows = [
+        "<tr>" + td(f'<a href="{escape(c.link())}">{c.chapter}</a>') + td(escape(c.claim)) + td(escape(c.paper))
+        + td(f'{escape(c.book)}<br><small style="opacity: 0.7">{escape(c.scale)}</small>')
+        + td(f"<b>{escape(c.verdict)}</b>", "white-space: nowrap") + "</tr>"
+        for c in claims
+    ]
+    head = "".join(f"<th>{k}</th>" for k in ("§", "claim", "paper", "book (scale)", "verdict"))
+    # the book's content column is narrow: smaller type, and the table scrolls sideways rather than overflow
+    return (f'<div style="overflow-x: auto"><table class="claims" style="font-size: 0.8em">'
+            f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def summary(claims: list[Claim]) -> dict[str, int]:

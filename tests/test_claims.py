@@ -21,10 +21,10 @@ def test_record_and_load_round_trip_in_chapter_order(tmp_path, monkeypatch):
 
 
 def test_tables_escape_and_link():
-    c = Claim(3, **C | {"book": "a | b"})
-    md = claims.table([c])
-    assert "[3](03_noisy_bn_ics.html#fig-1-bn-helps)" in md and "a \\| b" in md
-    assert "verdict: partly" in claims.table([c], markdown=False)
+    c = Claim(3, **C | {"book": "a < b"})
+    html = claims.table([c])
+    assert '<a href="03_noisy_bn_ics.html#fig-1-bn-helps">3</a>' in html and "a &lt; b" in html
+    assert "verdict: partly" in claims.table([c], html=False)
 
 
 @pytest.mark.parametrize("bad", [{"verdict": "yes"}, {"book": " "}])
