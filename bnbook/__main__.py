@@ -67,7 +67,13 @@ def _cmd_paper(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(configs)}] {state:7s} {cfg.label()}")
         if args.list or state == "done":
             continue
-        run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every)
+        try:
+            run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every)
+        except KeyboardInterrupt:
+            ckpt = path.with_suffix(".ckpt")
+            saved = f"its last checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
+            print(f"\ninterrupted: {saved}; run the same command again to resume", file=sys.stderr)
+            return 130
         print(f"          {experiments._outcome(run)}; {run.final['wall_time']:.0f} s")
     return 0
 
