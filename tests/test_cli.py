@@ -14,7 +14,7 @@ from test_train import assert_same_run
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "bnbook", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
-    for command in ("train", "data", "cache", "bench"):
+    for command in ("train", "paper", "data", "cache", "bench"):
         assert command in out.stdout
 
 
