@@ -74,7 +74,7 @@ def _cmd_paper(args: argparse.Namespace) -> int:
             saved = f"its last checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
             print(f"\ninterrupted: {saved}; run the same command again to resume", file=sys.stderr)
             return 130
-        print(f"          {experiments._outcome(run)}; {run.final['wall_time']:.0f} s")
+        print(f"          {experiments.outcome(run)}; {run.final['wall_time']:.0f} s")
     return 0
 
 

@@ -78,7 +78,8 @@ def all_runs() -> list[Config]:
     return list(dict.fromkeys(c for runs in CHAPTERS.values() for c in runs))
 
 
-def _outcome(run) -> str:
+def outcome(run) -> str:
+    """A run's result in one line: test and train accuracy, the DLN's final loss, or where it diverged."""
     if run.diverged:
         return f"diverged at step {run.final['diverged_at']}"
     if run.config.model == "dln":
@@ -103,9 +104,11 @@ def scale_comparison(chapter: int) -> str:
         book = results.find_run(cfg)
         where = f"{paper.provenance.get('device', '?')}, commit {paper.provenance.get('git_commit', '?')}"
         lines.append(f"{cfg.model} {cfg.norm} lr={cfg.lr:g} seed {cfg.seed}: book scale "
-                     f"{_outcome(book) if book else 'not computed'} | paper scale {_outcome(paper)} ({where})")
-    head = (f"paper scale: {paper_scale(chapter_runs(chapter)[0]).label().split(', norm')[0]}, "
-            f"{paper_scale(chapter_runs(chapter)[0]).steps} steps")
+                     f"{outcome(book) if book else 'not computed'} | paper scale {outcome(paper)} ({where})")
+    # one scale per model in the chapter (chapter 3 has VGG and DLN runs)
+    scales = dict.fromkeys(f"{p.label().split(', norm')[0]}, {p.steps} steps"
+                           for p in map(paper_scale, chapter_runs(chapter)))
+    head = "paper scale: " + "; ".join(scales)
     if not lines:
         return (f"No paper-scale runs of chapter {chapter} on this machine ({head}). "
                 f"`python -m bnbook paper --chapter {chapter}` computes them (a GPU is used if there is one).")
