@@ -57,7 +57,7 @@ def source_hash() -> str:
 
 def run_key(cfg: Config) -> str:
     """The cache key of a run: its configuration and the code that computes it."""
-    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True) + source_hash()
+    blob = cfg.to_json() + source_hash()
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -206,7 +206,7 @@ def paper_dir() -> Path:
 
 def paper_path(cfg: Config) -> Path:
     """The file of a paper-scale run of `cfg` (exactly this configuration)."""
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(cfg.to_json().encode()).hexdigest()[:20]
     return paper_dir() / f"{cfg.model}-{cfg.norm}-lr{cfg.lr:g}-s{cfg.seed}-{key}.npz"
 
 

@@ -87,6 +87,10 @@ class Config:
         if problems:
             raise ValueError("invalid Config: " + "; ".join(problems))
 
+    def to_json(self) -> str:
+        """The configuration as canonical JSON (sorted keys): what cache keys and checkpoints identify it by."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
     def num_layers(self) -> int:
         """How many numbered layers (blocks) the model has."""
         if self.model == "vgg":
@@ -224,7 +228,7 @@ def _save_checkpoint(path: Path, cfg: Config, step: int, model: nn.Module, gens:
                      log: dict[str, Any], elapsed: float) -> None:
     """Everything needed to continue after `step` steps, as tensors only (loadable with weights_only)."""
     ckpt = {
-        "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+        "config": cfg.to_json(),
         "step": step,
         "elapsed": elapsed,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -246,7 +250,7 @@ def _load_checkpoint(path: Path, cfg: Config, model: nn.Module, gens: list[torch
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say so, never resume from it silently
         raise RuntimeError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to start over") from e
-    if ckpt["config"] != json.dumps(dataclasses.asdict(cfg), sort_keys=True):
+    if ckpt["config"] != cfg.to_json():
         raise ValueError(f"checkpoint {path} belongs to another configuration; delete it or pass another path")
     model.load_state_dict(ckpt["model"])
     for g, state in zip(gens, ckpt["generators"], strict=True):
