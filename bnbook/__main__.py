@@ -105,7 +105,11 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    return bench.book() if args.book else bench.main(steps=args.steps, width=args.width)
+    if args.book:
+        return bench.book()
+    if args.ensemble:
+        return bench.ensemble(seeds=args.seeds, steps=args.steps or 30)
+    return bench.main(steps=args.steps or 40, width=args.width, rounds=args.rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clear", action="store_true")
     p.set_defaults(func=_cmd_cache)
 
-    p = sub.add_parser("bench", help="throughput of the training loop vs plain PyTorch, probe overhead, GFLOP/s; "
-                       "--book: time every chapter's execution and the HTML build")
+    p = sub.add_parser("bench", help="book-scale steps vs plain PyTorch anchors (VGG with nn.BatchNorm2d and "
+                       "channels_last; the DLN as plain tensor ops), probe overhead, GFLOP/s; --ensemble: pooled vs "
+                       "batched seeds; --book: time every chapter's execution and the HTML build")
     p.add_argument("--book", action="store_true", help="execute the whole book on an empty cache and time it")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--ensemble", action="store_true", help="seeds trained by the process pool vs batched in one model")
+    p.add_argument("--steps", type=int, default=None, help="VGG steps per timed run (default 40; --ensemble: 30)")
+    p.add_argument("--width", type=float, default=0.125, help="VGG width multiplier (default: the book's 0.125)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per comparison (default 5)")
+    p.add_argument("--seeds", type=int, default=2, help="--ensemble: seeds per configuration (default 2)")
     p.set_defaults(func=_cmd_bench)
 
     args = parser.parse_args(argv)

@@ -33,6 +33,18 @@ def noise_generators(model: nn.Module) -> list[torch.Generator]:
     return [m.generator for m in model.modules() if isinstance(getattr(m, "generator", None), torch.Generator)]
 
 
+def place_noise_generators(model: nn.Module, device: str | torch.device) -> None:
+    """Put each noisy layer's generator on `device`, seeded as before, so that drawing the noise needs no
+    copy from the host at every step. On the CPU it does nothing; on a GPU the draws (a different
+    random-number algorithm) differ from the CPU's, as every number of a GPU run does."""
+    if torch.device(device).type == "cpu":
+        return
+    for m in model.modules():
+        g = getattr(m, "generator", None)
+        if isinstance(g, torch.Generator):
+            m.generator = torch.Generator(device).manual_seed(g.initial_seed())
+
+
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Run a block of code and then put the model and all RNGs back exactly as they were."""

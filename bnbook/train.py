@@ -173,20 +173,25 @@ def show_progress() -> bool:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 250) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` in eval mode; accuracy is NaN for regression."""
+    """(mean loss, accuracy) of `model` in eval mode; accuracy is NaN for regression.
+
+    Sums accumulate on the device (the loss in float64, as a Python float would) and are read once.
+    """
     was_training = model.training
     model.eval()
-    total, correct = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     regression = loss_fn is squared_error
     for i in range(0, len(x), batch):
         out = model(x[i : i + batch])
         if regression:
-            total += loss_fn(out, y[i : i + batch]).item()
+            total += loss_fn(out, y[i : i + batch]).double()
         else:
-            total += F.cross_entropy(out, y[i : i + batch], reduction="sum").item()
-            correct += (out.argmax(1) == y[i : i + batch]).sum().item()
+            total += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
+            correct += (out.argmax(1) == y[i : i + batch]).sum()
     model.train(was_training)
-    return (total if regression else total / len(x)), (math.nan if regression else correct / len(x))
+    total_f, correct_i = total.item(), int(correct.item())
+    return (total_f if regression else total_f / len(x)), (math.nan if regression else correct_i / len(x))
 
 
 @contextlib.contextmanager
@@ -265,8 +270,19 @@ def _load_checkpoint(path: Path, cfg: Config, model: nn.Module, gens: list[torch
     return step, float(ckpt["elapsed"])
 
 
+def _device_batches(order: Any, device: str, group: int) -> Any:
+    """The index batches of `order`, on `device`. On a GPU, `group` batches at a time (an epoch) are copied
+    in one transfer that does not wait, instead of a blocking host-to-device copy at every step."""
+    if device == "cpu":
+        yield from order
+        return
+    while True:
+        chunk = torch.stack([next(order) for _ in range(group)])
+        yield from chunk.pin_memory().to(device, non_blocking=True).unbind(0)
+
+
 def train(cfg: Config, progress: bool | None = None, device: str = "cpu", threads: int = THREADS,
-          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500) -> Run:
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500, tf32: bool = False) -> Run:
     """Train `cfg` from scratch with plain SGD; deterministic on a given machine (same seed, same bits).
 
     For each layer in `act_layers`, the per-channel mean and variance of the norm's output in the
@@ -282,14 +298,17 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
     threads it may use (the book's numbers: CPU, `THREADS`; paper-scale runs: a GPU if there is one).
     """
     torch.set_num_threads(threads)
+    if device.startswith("cuda"):  # TF32 rounds matmul inputs to 10 mantissa bits: it changes the gradients probed
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     start = time.perf_counter()
     xtr, ytr, xte, yte, loss_fn = (t.to(device) if isinstance(t, Tensor) else t for t in task(cfg))
-    model = build_model(cfg).to(device)
-    model.train()
+    model = build_model(cfg)
+    probes.place_noise_generators(model, device)
+    model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0, foreach=True)  # one op for all params
     full_batch = cfg.model == "dln"
     order = None if full_batch else bdata.batches(len(xtr), cfg.batch_size, cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     gens = [aug_gen, *probes.noise_generators(model)]
     regression = loss_fn is squared_error
 
@@ -305,7 +324,16 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
         first, elapsed_before = _load_checkpoint(ckpt_path, cfg, model, gens, log)
         for _ in range(first if order is not None else 0):  # the batch order is replayed, not stored
             next(order)
+    if order is not None:
+        order = _device_batches(order, device, len(xtr) // cfg.batch_size)
     losses, accs, evals, shift = log["losses"], log["accs"], log["evals"], log["shift"]
+    # Per-step numbers stay on the device and are read every `sync_every` steps: on a GPU, reading a
+    # number waits for every queued kernel, so no step does. On the CPU reading is free: every step,
+    # so a non-finite loss stops the run before its update, exactly where it appeared.
+    sync_every = 1 if device == "cpu" else max(1, cfg.eval_every or 100)
+    step_loss = torch.full((cfg.steps,), math.nan, device=device)
+    step_acc = torch.full((cfg.steps,), math.nan, device=device)
+    synced = first
     status, diverged_at = "ok", -1
     bar = tqdm(total=cfg.steps, initial=first, desc=f"{cfg.model}/{cfg.norm} lr={cfg.lr:g}", disable=not (
         show_progress() if progress is None else progress), leave=False)
@@ -315,7 +343,7 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
         if full_batch:
             x, y = xtr, ytr
         else:
-            idx = next(order).to(device)
+            idx = next(order)
             x, y = xtr[idx], ytr[idx]
             if cfg.augment:
                 x = bdata.augment(x, aug_gen)
@@ -325,16 +353,24 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
         with _recording_shift(model, cfg.act_layers, shift):
             out = model(x)
         loss = loss_fn(out, y)
-        if not torch.isfinite(loss):
-            status, diverged_at = "diverged", step
-            break
+        step_loss[step] = loss.detach()
+        if not regression:
+            step_acc[step] = (out.argmax(1) == y).float().mean()
+        evaluate_now = cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps)
+        checkpoint_next = ckpt_path is not None and (step + 1) % checkpoint_every == 0
+        if (step + 1 - synced) >= sync_every or evaluate_now or checkpoint_next or step + 1 == cfg.steps:
+            losses[synced : step + 1] = step_loss[synced : step + 1].cpu().numpy()
+            accs[synced : step + 1] = step_acc[synced : step + 1].cpu().numpy()
+            bad = np.flatnonzero(~np.isfinite(losses[synced : step + 1]))
+            if bad.size:
+                status, diverged_at = "diverged", synced + int(bad[0])
+                losses[diverged_at:] = np.nan
+                break
+            synced = step + 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses[step] = loss.item()
-        if not regression:
-            accs[step] = (out.argmax(1) == y).float().mean().item()
-        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        if evaluate_now:
             evals.append((step + 1, *evaluate(model, xte, yte, loss_fn)))
             bar.set_postfix(loss=f"{losses[step]:.3g}", test=f"{evals[-1][2]:.3f}")
         bar.update()
