@@ -61,6 +61,8 @@ def _cmd_paper(args: argparse.Namespace) -> int:
         for ch in args.chapter for c in experiments.chapter_runs(ch)))
     print(f"{len(configs)} paper-scale runs of chapter(s) {', '.join(map(str, args.chapter))} on {device}"
           + (f" ({threads} threads)" if device == "cpu" else "") + f"; results and checkpoints in {results.paper_dir()}")
+    if args.cluster and not args.list:
+        return _submit_paper_runs(args, configs)
     for i, cfg in enumerate(configs, 1):
         path = results.paper_path(cfg)
         state = "done" if path.exists() else "resumes" if path.with_suffix(".ckpt").exists() else "to do"
@@ -68,7 +70,8 @@ def _cmd_paper(args: argparse.Namespace) -> int:
         if args.list or state == "done":
             continue
         try:
-            run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every)
+            run = results.train_paper_run(cfg, device, threads, checkpoint_every=args.checkpoint_every,
+                                          tf32=args.tf32)
         except KeyboardInterrupt:
             ckpt = path.with_suffix(".ckpt")
             saved = f"its last checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
@@ -76,6 +79,44 @@ def _cmd_paper(args: argparse.Namespace) -> int:
             return 130
         print(f"          {experiments.outcome(run)}; {run.final['wall_time']:.0f} s")
     return 0
+
+
+def _submit_paper_runs(args: argparse.Namespace, configs: list) -> int:
+    """One submitit job per run not yet done (SLURM, or this machine with `--cluster local`); waits for them."""
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("--cluster needs submitit: pip install submitit==1.5.4") from None
+    from . import experiments, results
+
+    todo = [c for c in configs if not results.paper_path(c).exists()]
+    folder = results.paper_dir() / "jobs"
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=args.cluster)
+    params: dict = {"timeout_min": args.timeout_min, "name": "bnbook-paper"}
+    if args.cluster == "slurm":
+        params.update(gpus_per_node=args.gpus_per_job, cpus_per_task=args.threads or 8)
+        if args.partition:
+            params["slurm_partition"] = args.partition
+    executor.update_parameters(**params)
+    jobs = [executor.submit(results.PaperJob(c, str(results.paper_dir()), args.device, args.threads,
+                                             args.checkpoint_every, args.tf32)) for c in todo]
+    print(f"submitted {len(jobs)} jobs ({len(configs) - len(todo)} runs already done) to {args.cluster}; "
+          f"logs in {folder}")
+    for job, cfg in zip(jobs, todo):
+        print(f"  job {job.job_id}: {cfg.label()}")
+    if args.no_wait:
+        print("not waiting: run the same command again to see what is done (finished runs are skipped)")
+        return 0
+    failed = 0
+    for job, cfg in zip(jobs, todo):
+        try:
+            job.result()
+            print(f"  done {job.job_id}: {experiments.outcome(results.find_paper_run(cfg))}")
+        except Exception as e:  # a failed job: report it, keep gathering the others
+            failed += 1
+            print(f"  FAILED {job.job_id}: {type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}; "
+                  f"log: {folder / str(job.job_id)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -131,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="CPU threads per run (default: all cores)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: 500)")
     p.add_argument("--list", action="store_true", help="list the runs and their state, train nothing")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matrix products on a GPU (off by default: "
+                   "it changes the gradients the chapters measure)")
+    p.add_argument("--cluster", choices=("slurm", "local", "debug"), help="submit one job per run with submitit "
+                   "(slurm; local: subprocesses on this machine; debug: in this process) and gather the results")
+    p.add_argument("--partition", help="--cluster slurm: the SLURM partition")
+    p.add_argument("--gpus-per-job", type=int, default=1, help="--cluster slurm: GPUs per job (default 1)")
+    p.add_argument("--timeout-min", type=int, default=240, help="--cluster: minutes per job before it is "
+                   "checkpointed and requeued (default 240)")
+    p.add_argument("--no-wait", action="store_true", help="--cluster: submit and return")
     for name in ("steps", "width", "train-size", "test-size"):
         p.add_argument(f"--{name}", type=float if name == "width" else int,
                        help="override the paper's value (to try the command at a tiny scale)")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import data as bdata
@@ -208,4 +208,116 @@ def book(root: Path | None = None) -> int:
         start = time.perf_counter()
         subprocess.run([str(bin_dir / "jupyter-book"), "build", str(out)], check=True, capture_output=True)
         print(f"  {'HTML build (committed outputs)':34s} {time.perf_counter() - start:7.1f} s  (target <= 120 s)")
+    return 0
+
+
+def _worker_seconds(cfg: Config) -> float:
+    torch.set_num_threads(1)
+    return ours(cfg)
+
+
+def pooled(configs: list[Config], workers: int) -> float:
+    """Seconds of training `configs` at once, one process (one thread) each, as `results.get_runs` does,
+    timed inside the workers: process start-up is left out, which favours the pool."""
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_worker_seconds, configs[:workers]))  # start the workers, load the data
+        start = time.perf_counter()
+        list(pool.map(_worker_seconds, configs))
+        return time.perf_counter() - start
+
+
+class BatchedVGG(nn.Module):
+    """`seeds` copies of a BN VGG as one network: every convolution is grouped (group s = seed s), so
+    one call computes every seed's forward pass; BN from scratch over seeds × channels is exactly each
+    seed's own per-channel BN. The input stacks each seed's own batch along the channel axis."""
+
+    def __init__(self, cfg: Config, seeds: int) -> None:
+        super().__init__()
+        from .norms import BatchNorm
+
+        layers: list[nn.Module] = []
+        c_in = 3
+        for v in VGG_CONFIGS[cfg.arch]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            c = max(1, round(v * cfg.width))
+            layers += [nn.Conv2d(seeds * c_in, seeds * c, 3, padding=1, groups=seeds, bias=False),
+                       BatchNorm(seeds * c), nn.ReLU()]
+            c_in = c
+        layers.append(nn.Conv2d(seeds * c_in, seeds * 10, 1, groups=seeds))  # the seeds' linear heads
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+        self.seeds = seeds
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (N, seeds·3, 32, 32) → logits (seeds, N, 10)
+        out = self.net(x.contiguous(memory_format=torch.channels_last))
+        return out.reshape(len(x), self.seeds, 10).transpose(0, 1)
+
+
+def batched_vgg_loop(cfg: Config, seeds: int) -> float:
+    """Seconds for `cfg.steps` SGD steps of `seeds` seeds of `cfg` batched into one `BatchedVGG`."""
+    start = time.perf_counter()
+    x_all, y_all = bdata.load_cifar10("train")
+    model = BatchedVGG(cfg, seeds).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, foreach=True)
+    orders = [bdata.batches(cfg.train_size, cfg.batch_size, s) for s in range(seeds)]
+    for _ in range(cfg.steps):
+        idx = torch.stack([next(o) for o in orders])  # (seeds, N)
+        x = x_all[idx].permute(1, 0, 2, 3, 4).reshape(cfg.batch_size, seeds * 3, 32, 32)
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, 10), y_all[idx].reshape(-1), reduction="sum") / cfg.batch_size
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def batched_dln_loop(cfg: Config, seeds: int) -> float:
+    """Seconds for `cfg.steps` gradient steps of `seeds` seeds of `cfg`'s DLN as one batched network:
+    W as (seeds, h, h) for `torch.bmm`, BN from scratch over seeds × units."""
+    from .norms import BatchNorm
+
+    start = time.perf_counter()
+    data = [bdata.linear_regression_data(cfg.train_size, cfg.hidden, seed=s)[:2] for s in range(seeds)]
+    x, y = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])  # (seeds, m, h)
+    h, m = cfg.hidden, cfg.train_size
+    gen = torch.Generator().manual_seed(0)
+    ws = [nn.Parameter(nn.init.xavier_uniform_(torch.empty(seeds, h, h), generator=gen)) for _ in range(cfg.depth)]
+    norms = [BatchNorm(seeds * h) for _ in range(cfg.depth - 1)] if cfg.norm == "batch" else []
+    params = ws + [p for n in norms for p in n.parameters()]
+    opt = torch.optim.SGD(params, lr=cfg.lr, foreach=True)
+    for _ in range(cfg.steps):
+        a = x
+        for i, w in enumerate(ws):
+            a = torch.bmm(a, w.transpose(1, 2))
+            if norms and i < cfg.depth - 1:  # (seeds, m, h) → (m, seeds·h) columns → back
+                a = norms[i](a.transpose(0, 1).reshape(m, seeds * h)).reshape(m, seeds, h).transpose(0, 1)
+        loss = (a - y).pow(2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def ensemble(seeds: int = 2, steps: int = 30, dln_steps: int = 300) -> int:
+    """Print the time of `seeds` seeds trained by the process pool against the same seeds batched into
+    one model (with as many threads as the pool has processes)."""
+    from .results import workers
+
+    cores = workers()
+    bdata.load_cifar10("train")
+    print(f"ensemble benchmark: {seeds} seeds, {cores} cores; pool = one process and one thread per run, "
+          f"batched = one model of all seeds, {cores} threads; ratio = pool time / batched time (> 1: batched wins)")
+    for name, cfg, batched in (
+        ("VGG BN", dataclasses.replace(BOOK_VGG, norm="batch", steps=steps, **BARE), batched_vgg_loop),
+        ("DLN BN", dataclasses.replace(BOOK_DLN, norm="batch", steps=dln_steps, **BARE), batched_dln_loop),
+    ):
+        configs = [dataclasses.replace(cfg, seed=s) for s in range(seeds)]
+        t_pool = pooled(configs, min(cores, seeds))
+        torch.set_num_threads(cores)
+        batched(dataclasses.replace(cfg, steps=3), seeds)  # warm-up
+        t_batched = min(batched(cfg, seeds) for _ in range(2))
+        torch.set_num_threads(1)
+        print(f"  {name}, {cfg.steps} steps: pool {t_pool:6.2f} s, batched {t_batched:6.2f} s, "
+              f"ratio {t_pool / t_batched:.3f}", flush=True)
     return 0

@@ -78,6 +78,14 @@ def _same_noise(model: nn.Module) -> Iterator[None]:
             g.set_state(s)
 
 
+def base_gradient(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> tuple[float, list[Tensor]]:
+    """(L(x₀), ∇L(x₀)) on batch (x, y) in training mode, the model left as it was: the starting point that
+    `ics` and `landscape` share (pass it as `base=` to compute it once per probe step)."""
+    with preserved(model):
+        model.train()
+        return _loss_and_grads(model, loss_fn, x, y)
+
+
 def _loss_and_grads(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> tuple[float, list[Tensor]]:
     params = [p for p in model.parameters()]
     with _same_noise(model):
@@ -124,7 +132,8 @@ def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> di
 
 
 def ics(
-    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, lr: float, layers: tuple[int, ...]
+    model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, lr: float, layers: tuple[int, ...],
+    base: tuple[float, list[Tensor]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Internal covariate shift of layers #i (Definition 2.1 of Santurkar et al. 2018).
 
@@ -136,7 +145,7 @@ def ics(
     with preserved(model):
         model.train()
         names = [n for n, _ in model.named_parameters()]
-        _, grads = _loss_and_grads(model, loss_fn, x, y)
+        _, grads = base if base is not None else _loss_and_grads(model, loss_fn, x, y)
         grad_of = dict(zip(names, grads))
         for i in layers:
             w = model.blocks[i - 1].layer.weight
@@ -172,6 +181,7 @@ def landscape(
     direction: str = "gradient",
     seed: int = 0,
     prefix: str = "land",
+    base: tuple[float, list[Tensor]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Loss and gradient along x(η) = x₀ − η·d for η = lr × each multiplier (Santurkar et al. Fig. 4).
 
@@ -179,7 +189,7 @@ def landscape(
     rescaled to ‖g‖ (`"random"`, drawn from a generator seeded with `seed`). All parameters move
     (weights, biases, γ, β). Returns `{prefix}_loss` (K,) = L(x(η)), `{prefix}_graddiff` (K,) =
     ‖∇L(x(η)) − g‖₂, `{prefix}_beta` = max_η ‖∇L(x(η)) − g‖₂ / ‖η d‖₂, `{prefix}_loss0` = L(x₀) and
-    `{prefix}_gnorm` = ‖g‖₂.
+    `{prefix}_gnorm` = ‖g‖₂. `base`: (L(x₀), g) from `base_gradient`, if already computed.
     """
     if direction not in ("gradient", "random"):
         raise ValueError(f"direction must be 'gradient' or 'random', got {direction!r}")
@@ -187,7 +197,7 @@ def landscape(
         model.train()
         params = list(model.parameters())
         x0 = [p.detach().clone() for p in params]
-        loss0, g = _loss_and_grads(model, loss_fn, x, y)
+        loss0, g = base if base is not None else _loss_and_grads(model, loss_fn, x, y)
         g_flat = _flat(g).double()
         if direction == "gradient":
             d = g

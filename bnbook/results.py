@@ -216,7 +216,7 @@ def find_paper_run(cfg: Config) -> Run | None:
 
 
 def train_paper_run(cfg: Config, device: str, threads: int, checkpoint_every: int = 500,
-                    progress: bool | None = None) -> Run:
+                    progress: bool | None = None, tf32: bool = False) -> Run:
     """Train `cfg` (normally a paper-scale config), resuming from its checkpoint, and keep it in `paper_dir()`."""
     path = paper_path(cfg)
     done = _cached(path)
@@ -224,9 +224,36 @@ def train_paper_run(cfg: Config, device: str, threads: int, checkpoint_every: in
         return done
     ckpt = path.with_suffix(".ckpt")
     run = train(cfg, progress=progress, device=device, threads=threads, checkpoint=ckpt,
-                checkpoint_every=checkpoint_every)
-    run.provenance = provenance() | {"device": device, "threads": threads,
+                checkpoint_every=checkpoint_every, tf32=tf32)
+    run.provenance = provenance() | {"device": device, "threads": threads, "tf32": tf32,
                                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     save_run(run, path)
     ckpt.unlink(missing_ok=True)
     return run
+
+
+@dataclasses.dataclass
+class PaperJob:
+    """One paper-scale run as a cluster job (submitit): trains into `paper_dir` (given explicitly, since a
+    job may start in another working directory), resuming from the run's checkpoint. When the scheduler
+    stops the job (time limit, preemption), submitit calls `checkpoint`, which resubmits the same job:
+    it picks up at the last checkpoint."""
+
+    config: Config
+    paper_dir: str
+    device: str | None = None  # None: decided on the node (a GPU if it has one)
+    threads: int | None = None
+    checkpoint_every: int = 500
+    tf32: bool = False
+
+    def __call__(self) -> str:
+        os.environ[PAPER_ENV] = self.paper_dir
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        threads = self.threads or (os.cpu_count() or 1)
+        train_paper_run(self.config, device, threads, self.checkpoint_every, progress=False, tf32=self.tf32)
+        return str(paper_path(self.config))
+
+    def checkpoint(self) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)

@@ -218,14 +218,15 @@ def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor
     out: dict[str, Any] = {}
     if cfg.act_layers:
         out.update(probes.activation_stats(model, x, cfg.act_layers))
+    # ICS and both landscape probes start from the same gradient: computed once
+    base = probes.base_gradient(model, loss_fn, x, y) if cfg.ics_layers or cfg.landscape else None
     if cfg.ics_layers:
-        out.update(probes.ics(model, loss_fn, x, y, cfg.lr, cfg.ics_layers))
+        out.update(probes.ics(model, loss_fn, x, y, cfg.lr, cfg.ics_layers, base=base))
     if cfg.landscape:
-        out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape))
+        out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, base=base))
         if cfg.random_direction:
-            out.update(
-                probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, "random", seed=step, prefix="rand")
-            )
+            out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, "random", seed=step,
+                                        prefix="rand", base=base))
     return out
 
 
@@ -282,7 +283,8 @@ def _device_batches(order: Any, device: str, group: int) -> Any:
 
 
 def train(cfg: Config, progress: bool | None = None, device: str = "cpu", threads: int = THREADS,
-          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500, tf32: bool = False) -> Run:
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500, tf32: bool = False,
+          sync_every: int | None = None) -> Run:
     """Train `cfg` from scratch with plain SGD; deterministic on a given machine (same seed, same bits).
 
     For each layer in `act_layers`, the per-channel mean and variance of the norm's output in the
@@ -296,6 +298,10 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
     from if it exists; a resumed run is bit-identical to an uninterrupted one. The caller deletes it
     once the run is saved. `device` and `threads`: where the model and data live and how many CPU
     threads it may use (the book's numbers: CPU, `THREADS`; paper-scale runs: a GPU if there is one).
+    `tf32`: allow TensorFloat-32 matrix products on a GPU (off: they change the gradients the book
+    measures). `sync_every`: read the per-step losses from the device every N steps (default: every step
+    on the CPU, every `eval_every` steps elsewhere); the histories are the same, and a divergence is
+    recorded at the step where it happened.
     """
     torch.set_num_threads(threads)
     if device.startswith("cuda"):  # TF32 rounds matmul inputs to 10 mantissa bits: it changes the gradients probed
@@ -330,7 +336,10 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
     # Per-step numbers stay on the device and are read every `sync_every` steps: on a GPU, reading a
     # number waits for every queued kernel, so no step does. On the CPU reading is free: every step,
     # so a non-finite loss stops the run before its update, exactly where it appeared.
-    sync_every = 1 if device == "cpu" else max(1, cfg.eval_every or 100)
+    if sync_every is None:
+        sync_every = 1 if device == "cpu" else max(1, cfg.eval_every or 100)
+    elif not (isinstance(sync_every, int) and sync_every >= 1):
+        raise ValueError(f"sync_every={sync_every!r} must be an integer >= 1")
     step_loss = torch.full((cfg.steps,), math.nan, device=device)
     step_acc = torch.full((cfg.steps,), math.nan, device=device)
     synced = first

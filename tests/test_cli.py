@@ -88,3 +88,30 @@ def test_paper_command_end_to_end_at_a_tiny_scale(fake_cifar, tmp_path, monkeypa
 def test_paper_command_rejects_an_unknown_chapter(capsys):
     assert cli.main(["paper", "--chapter", "9", "--list"]) == 2
     assert "chapter 9 has no runs" in capsys.readouterr().err
+
+
+def test_paper_runs_as_cluster_jobs_with_submitits_local_executor(tmp_path, monkeypatch, capsys):
+    """`--cluster local`: one submitit job per run, each in its own process, gathered in the paper folder."""
+    pytest.importorskip("submitit")
+    from bnbook import data, experiments, results, train
+
+    try:
+        data.ensure_cifar10(download=False)  # the jobs are other processes: they read the real data set
+    except Exception as e:
+        pytest.skip(f"needs CIFAR-10: {e}")
+    monkeypatch.setenv("BNBOOK_PAPER", str(tmp_path / "paper"))
+    monkeypatch.setattr(experiments, "PAPER_VGG", dataclasses.replace(
+        experiments.PAPER_VGG, width=0.0625, steps=4, train_size=256, test_size=128, eval_every=2, probe_every=2))
+    argv = ["paper", "--chapter", "5", "--cluster", "local", "--device", "cpu", "--threads", "1",
+            "--timeout-min", "10"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 jobs (0 runs already done) to local" in out and out.count("done ") == 2
+    cfg = experiments.paper_scale(experiments.chapter_runs(5)[1])
+    run = results.find_paper_run(cfg)
+    assert run is not None and run.provenance["device"] == "cpu"
+    assert_same_run(run, train.train(cfg, threads=1))  # a job's run is the run trained here
+    assert cli.main(argv) == 0 and "submitted 0 jobs (2 runs already done)" in capsys.readouterr().out
+    # a job stopped by the scheduler resubmits itself and resumes from its checkpoint
+    job = results.PaperJob(cfg, str(tmp_path / "paper"))
+    assert job.checkpoint().function is job

@@ -100,3 +100,21 @@ def test_activation_stats_describe_the_norm_output(fake_cifar):
     assert np.abs(out["act2_mean"]).max() < 1e-5
     assert np.abs(out["act2_var"] - 1).max() < 1e-3
     assert out["act2_quantiles"][4] == pytest.approx(np.median(out["act2_values"]), abs=0.1)
+
+
+@pytest.mark.parametrize("norm", ["batch", "noisy"])
+def test_a_shared_base_gradient_gives_the_same_probes(fake_cifar, norm):
+    """`run_probes` computes ∇L(x₀) once for ICS and both landscape probes: the numbers are the same bits."""
+    model = train.build_model(dataclasses.replace(TINY_VGG, norm=norm)).train()
+    x, y = fake_cifar["train"][0][:32], fake_cifar["train"][1][:32]
+    loss_fn = torch.nn.functional.cross_entropy
+    base = probes.base_gradient(model, loss_fn, x, y)
+    pairs = [(probes.ics(model, loss_fn, x, y, 0.1, (2, 5)), probes.ics(model, loss_fn, x, y, 0.1, (2, 5), base=base)),
+             (probes.landscape(model, loss_fn, x, y, 0.1, (0.5, 2.0)),
+              probes.landscape(model, loss_fn, x, y, 0.1, (0.5, 2.0), base=base)),
+             (probes.landscape(model, loss_fn, x, y, 0.1, (1.0,), "random", seed=3, prefix="rand"),
+              probes.landscape(model, loss_fn, x, y, 0.1, (1.0,), "random", seed=3, prefix="rand", base=base))]
+    for alone, shared in pairs:
+        assert alone.keys() == shared.keys()
+        for k in alone:
+            np.testing.assert_array_equal(alone[k], shared[k], err_msg=k)

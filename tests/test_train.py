@@ -47,6 +47,19 @@ def test_divergence_is_recorded_not_raised():
     assert math.isnan(run.final["test_loss"])
 
 
+def test_reading_losses_every_few_steps_changes_nothing(fake_cifar):
+    """The GPU path reads per-step numbers every `sync_every` steps; on the CPU it gives the same run."""
+    cfg = dataclasses.replace(TINY_VGG, norm="batch", steps=10, eval_every=5)
+    assert_same_run(train.train(cfg), train.train(cfg, sync_every=3))
+    div = dataclasses.replace(TINY_DLN, lr=10.0, steps=200)
+    every, deferred = train.train(div), train.train(div, sync_every=7)
+    assert deferred.diverged and deferred.final["diverged_at"] == every.final["diverged_at"]
+    for k in every.history:
+        np.testing.assert_array_equal(every.history[k], deferred.history[k], err_msg=k)
+    with pytest.raises(ValueError, match="sync_every"):
+        train.train(TINY_DLN, sync_every=0)
+
+
 def test_dln_full_batch_gd_decreases_loss():
     run = train.train(TINY_DLN)
     loss = run.history["train_loss"]
