@@ -57,6 +57,13 @@ def label(run: Run) -> str:
     return f"{LABELS[run.config.norm]}, lr={run.config.lr:g}"
 
 
+def below(x: float, bound: float) -> str:
+    """A float-noise number as text that is the same on every machine: "< bound" when |x| is under the bound
+    that the chapter asserts, else the value itself (then the chapter's assertion fails too). Rounding
+    errors of 1e-16 differ in their digits from one CPU to the next; the bound they stay under does not."""
+    return f"< {bound:.0e}" if abs(x) < bound else f"{x:.1e}"
+
+
 def curves(runs: Sequence[Run], metric: str = "test_acc", ax: Axes | None = None, window: int = 50,
            **plot_kw) -> Axes:
     """Training curves: `train_acc`/`train_loss` per step (smoothed), `test_acc`/`test_loss` per evaluation."""

@@ -24,7 +24,8 @@ def test_tables_escape_and_link():
     c = Claim(3, **C | {"book": "a < b"})
     html = claims.table([c])
     assert '<a href="03_noisy_bn_ics.html#fig-1-bn-helps">3</a>' in html and "a &lt; b" in html
-    assert "verdict: partly" in claims.table([c], html=False)
+    text = claims.table([c], html=False)
+    assert "verdict: partly" in text and "a < b" not in text  # the text nbval compares has no measured numbers
 
 
 @pytest.mark.parametrize("bad", [{"verdict": "yes"}, {"book": " "}])
