@@ -45,9 +45,8 @@ from .train import Config, build_model, train
 BARE = dict(eval_every=0, probe_every=0, act_layers=(), ics_layers=(), landscape=(), random_direction=False)
 
 
-def plain_vgg(cfg: Config) -> nn.Module:
-    """`cfg`'s VGG as a user would write it with `torch.nn` (`nn.BatchNorm2d` when `cfg.norm == "batch"`),
-    in the channels_last memory format."""
+def _vgg_stack(cfg: Config, block: Callable[[int, int], list[nn.Module]]) -> tuple[list[nn.Module], int]:
+    """`cfg`'s VGG convolution stack, each layer made by `block(c_in, c_out)`; (layers, channels at the end)."""
     layers: list[nn.Module] = []
     c_in = 3
     for v in VGG_CONFIGS[cfg.arch]:
@@ -55,10 +54,17 @@ def plain_vgg(cfg: Config) -> nn.Module:
             layers.append(nn.MaxPool2d(2))
             continue
         c = max(1, round(v * cfg.width))
-        bn = cfg.norm == "batch"
-        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=not bn), *([nn.BatchNorm2d(c)] if bn else []),
-                   nn.ReLU(inplace=True)]
+        layers += block(c_in, c)
         c_in = c
+    return layers, c_in
+
+
+def plain_vgg(cfg: Config) -> nn.Module:
+    """`cfg`'s VGG as a user would write it with `torch.nn` (`nn.BatchNorm2d` when `cfg.norm == "batch"`),
+    in the channels_last memory format."""
+    bn = cfg.norm == "batch"
+    layers, c_in = _vgg_stack(cfg, lambda ci, c: [nn.Conv2d(ci, c, 3, padding=1, bias=not bn),
+                                                  *([nn.BatchNorm2d(c)] if bn else []), nn.ReLU(inplace=True)])
     model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in, 10))
     return model.to(memory_format=torch.channels_last).train()
 
@@ -235,16 +241,8 @@ class BatchedVGG(nn.Module):
         super().__init__()
         from .norms import BatchNorm
 
-        layers: list[nn.Module] = []
-        c_in = 3
-        for v in VGG_CONFIGS[cfg.arch]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2))
-                continue
-            c = max(1, round(v * cfg.width))
-            layers += [nn.Conv2d(seeds * c_in, seeds * c, 3, padding=1, groups=seeds, bias=False),
-                       BatchNorm(seeds * c), nn.ReLU()]
-            c_in = c
+        layers, c_in = _vgg_stack(cfg, lambda ci, c: [
+            nn.Conv2d(seeds * ci, seeds * c, 3, padding=1, groups=seeds, bias=False), BatchNorm(seeds * c), nn.ReLU()])
         layers.append(nn.Conv2d(seeds * c_in, seeds * 10, 1, groups=seeds))  # the seeds' linear heads
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.seeds = seeds
