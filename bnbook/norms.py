@@ -80,6 +80,20 @@ def _column_dots(a: Tensor, b: Tensor, c: int) -> Tensor:
     return _column_sums(a * b, c)
 
 
+def _centred_moments(x: Tensor) -> tuple[Tensor, int, Tensor, Tensor, Tensor]:
+    """(x as `_sample_rows`, its H·W, x − μ_B in that layout, σ²_B, μ_B): the two passes of Algorithm 1's
+    statistics, shared by `batch_moments` and the BN layer (which keeps x − μ_B for its backward pass)."""
+    rows, reps = _sample_rows(x)
+    c = x.shape[1]
+    if reps == 1:  # (N, C): small layers are dominated by the number of operations; one fused op
+        var, mean = torch.var_mean(rows, 0, correction=0)
+        return rows, reps, rows - mean, var, mean
+    mean = rows.reshape(-1, c).mean(0)
+    (mean_t,) = _tile(reps, mean)
+    centred = rows - mean_t
+    return rows, reps, centred, _column_dots(centred, centred, c) / (rows.numel() // c), mean
+
+
 def batch_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     """(σ², μ) per channel over the batch (and spatial axes): biased variance and mean, as in Algorithm 1.
 
@@ -89,13 +103,8 @@ def batch_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     """
     if x.dim() == 2:  # (N, C): one fused op is fastest (layers this small are dominated by op count)
         return torch.var_mean(x, 0, correction=0)
-    rows, reps = _sample_rows(x)
-    c = x.shape[1]
-    m = rows.numel() // c
-    mean = rows.reshape(-1, c).mean(0)
-    (mean_t,) = _tile(reps, mean)
-    d = rows - mean_t
-    return _column_dots(d, d, c) / m, mean
+    _, _, _, var, mean = _centred_moments(x)
+    return var, mean
 
 
 def _per_channel(v: Tensor, x: Tensor) -> Tensor:
@@ -141,16 +150,7 @@ class _BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        rows, reps = _sample_rows(x)
-        c = x.shape[1]
-        if reps == 1:  # (N, C): small layers are dominated by the number of operations; one fused op
-            var, mean = torch.var_mean(rows, 0, correction=0)
-            centred = rows - mean  # x − μ_B
-        else:
-            mean = rows.reshape(-1, c).mean(0)
-            (mean_t,) = _tile(reps, mean)
-            centred = rows - mean_t
-            var = _column_dots(centred, centred, c) / (rows.numel() // c)
+        rows, reps, centred, var, mean = _centred_moments(x)  # centred = x − μ_B
         inv_std = torch.rsqrt(var + eps)
         beta_t, scale_t = _tile(reps, beta, gamma * inv_std)
         y = torch.addcmul(beta_t, centred, scale_t)  # y = γ x̂ + β = β + (x − μ_B)·γ/√(σ²_B + ε)
