@@ -1,10 +1,16 @@
-"""The claims the book checks: each chapter records its own, the claims page lists them all.
+"""The claims the book checks: one definition each, the chapters decide them, the claims page lists them.
 
-A chapter's last cell calls `record(chapter, [Claim(...), ...])` with numbers it has just computed and a
-verdict decided by code from those numbers; that writes `data/artifacts/claims/chapter{N}.json`
+A claim about training is one function here (`bn_trains_faster`, `vgg_ics_not_reduced`, ...): it takes
+the ensembles of runs it rests on (every seed of each configuration), computes its statistic on each
+seed, and returns a `Claim` with the numbers (mean ± sd, min to max over seeds, and the per-seed values),
+the paper's numbers, the rule and the verdict that the rule decides (`decide`). The chapter cell calls it,
+shows its table and asserts its verdict; thresholds live here only. Mathematical statements checked
+numerically are written as `Claim(...)` in their chapter, with the tolerance as their rule.
+
+A chapter's last cell calls `record(chapter, [...])`, which writes `data/artifacts/claims/chapter{N}.json`
 (committed, so the claims page also renders on its own). The claims page reads every chapter's file
 with `load()` and shows `table(...)`. Nothing in it is typed by hand: re-executing a chapter rewrites
-its file, and nbval compares the claims page's text table with the committed one.
+its file, and nbval compares the claims page's text table (no measured numbers) with the committed one.
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ from __future__ import annotations
 import json
 import os
 from html import escape
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+
+import numpy as np
 
 from .data import atomic_write
 
 CLAIMS_ENV = "BNBOOK_CLAIMS"
-VERDICTS = ("reproduced", "partly", "not reproduced", "reversed", "confirmed", "refuted")
+VERDICTS = ("reproduced", "partly", "not robust", "not reproduced", "reversed", "confirmed", "refuted")
 # the notebook of each chapter, for links from the claims page to the section that checks a claim
 NOTEBOOKS = {1: "01_ics", 2: "02_bn_algorithm", 3: "03_noisy_bn_ics", 4: "04_landscape", 5: "05_theory"}
 
@@ -28,8 +37,11 @@ class Claim:
     """One checked claim: what the paper says and reports, what the book measured, at which scale.
 
     `section` is the exact title of the section that checks it (the link target). `verdict` is one of
-    `VERDICTS`: "reproduced"/"partly"/"not reproduced"/"reversed" for experimental claims, and
-    "confirmed"/"refuted" for mathematical statements checked numerically.
+    `VERDICTS`: "reproduced"/"partly"/"not robust"/"not reproduced"/"reversed" for experimental claims
+    (see `decide`), and "confirmed"/"refuted" for mathematical statements checked numerically. `rule`
+    says how the verdict is decided (statistic, threshold, margin); `seeds`, for a claim about training,
+    the ensemble it rests on; `values`, the per-seed numbers behind `book` (name → one value per seed);
+    `held`, whether each of the rule's conditions held, seed by seed (what `decide` read).
     """
 
     chapter: int
@@ -39,6 +51,10 @@ class Claim:
     book: str
     scale: str
     verdict: str
+    rule: str = ""
+    seeds: str = ""
+    values: dict[str, list[float]] = field(default_factory=dict, compare=False)
+    held: dict[str, list[bool]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.chapter not in NOTEBOOKS:
@@ -46,8 +62,33 @@ class Claim:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict={self.verdict!r} must be one of {VERDICTS}")
         for f in fields(self):
-            if f.name != "chapter" and not str(getattr(self, f.name)).strip():
+            if f.name in ("chapter", "rule", "seeds", "values", "held"):
+                continue
+            if not str(getattr(self, f.name)).strip():
                 raise ValueError(f"Claim.{f.name} is empty")
+
+    def line(self) -> str:
+        """The claim, its ensemble and its verdict: text that is the same on any machine whose verdict is."""
+        return f"{self.claim} [{self.seeds or 'no training'}] -> {self.verdict}"
+
+    def report(self) -> str:
+        """Everything about the claim, its measured numbers included (they vary by machine: not for nbval)."""
+        lines = [f"claim: {self.claim}", f"paper: {self.paper}", f"book ({self.scale}): {self.book}"]
+        lines += [f"{k}: {getattr(self, k)}" for k in ("seeds", "rule") if getattr(self, k)]
+        if self.held:
+            lines.append(f"held: {counts(self.held)}")
+        lines.append(f"verdict: {self.verdict}")
+        return "\n".join(lines + ([self.values_table()] if self.values else []))
+
+    def values_table(self) -> str:
+        """The per-seed numbers as a text table (one row per quantity, one column per seed)."""
+        if not self.values:
+            return ""
+        n = max(len(v) for v in self.values.values())
+        width = max(len(k) for k in self.values)
+        head = f"{'':<{width}} | " + " | ".join(f"seed {i:<3}" for i in range(n))
+        rows = [f"{k:<{width}} | " + " | ".join(f"{x:8.4g}" for x in v) for k, v in self.values.items()]
+        return "\n".join([head, *rows])
 
     def link(self) -> str:
         """The HTML page and anchor of the section that checks the claim (Sphinx's section id)."""
@@ -91,15 +132,18 @@ def table(claims: list[Claim], html: bool = True) -> str:
     What it keeps, the claims, the papers' values, the scales and the verdicts, must be the same anywhere.
     """
     if not html:
-        cols = ("claim", "paper", "scale", "verdict")
-        return "\n".join(f"[{c.chapter}] {c.section}\n" + "".join(f"  {k}: {getattr(c, k)}\n" for k in cols)
-                         for c in claims)
+        cols = ("claim", "paper", "scale", "seeds", "rule", "verdict")
+        return "\n".join(f"[{c.chapter}] {c.section}\n"
+                         + "".join(f"  {k}: {getattr(c, k)}\n" for k in cols if getattr(c, k)) for c in claims)
     def td(text: str, style: str = "") -> str:
         return f'<td style="vertical-align: top; {style}">{text}</td>'
 
     rows = [
         "<tr>" + td(f'<a href="{escape(c.link())}">{c.chapter}</a>') + td(escape(c.claim)) + td(escape(c.paper))
-        + td(f'{escape(c.book)}<br><small style="opacity: 0.7">{escape(c.scale)}</small>')
+        + td(f'{escape(c.book)}<br><small style="opacity: 0.7">{escape(c.scale)}'
+             + (f"; {escape(c.seeds)}" if c.seeds else "") + "</small>"
+             + (f'<br><small style="opacity: 0.7">rule: {escape(c.rule)}</small>' if c.rule else "")
+             + (f'<br><small style="opacity: 0.7">held: {escape(counts(c.held))}</small>' if c.held else ""))
         + td(f"<b>{escape(c.verdict)}</b>", "white-space: nowrap") + "</tr>"
         for c in claims
     ]
@@ -112,3 +156,441 @@ def table(claims: list[Claim], html: bool = True) -> str:
 def summary(claims: list[Claim]) -> dict[str, int]:
     """How many claims have each verdict."""
     return {v: n for v in VERDICTS if (n := sum(c.verdict == v for c in claims))}
+
+
+# --- deciding a claim over seeds ---
+
+RULE = ("reproduced if every condition holds on every seed; partly if each condition holds on every seed or "
+        "on none, and some hold; not robust if a condition holds on some seeds only; not reproduced if none "
+        "holds on any seed")
+
+
+def check(claim: Claim, expected: str) -> None:
+    """Stop with the claim's numbers if its verdict is not `expected` (what the chapter's prose says)."""
+    if claim.verdict != expected:
+        raise AssertionError(f"verdict {claim.verdict!r}, the chapter says {expected!r}:\n{claim.report()}")
+
+
+def decide(holds: dict[str, Sequence[bool]], reverse: dict[str, Sequence[bool]] | None = None) -> str:
+    """The verdict of a claim from its conditions, each tested on every seed (`RULE`).
+
+    `holds` maps each condition (e.g. "lr 0.1", "layer #3") to whether it holds, seed by seed. A
+    condition that holds on some seeds and fails on others makes the claim "not robust", whatever the
+    others do: the verdict then depends on the seed, as on another machine it depends on the rounding.
+    `reverse`: conditions for the opposite of the claim; when all of them hold on every seed (and the
+    claim's own hold on none), the verdict is "reversed".
+    """
+    if not holds or any(len(v) == 0 for v in holds.values()):
+        raise ValueError("decide needs at least one condition, each tested on at least one seed")
+    if reverse and all(all(v) for v in reverse.values()) and not any(any(v) for v in holds.values()):
+        return "reversed"
+    every = [all(v) for v in holds.values()]
+    none = [not any(v) for v in holds.values()]
+    if all(every):
+        return "reproduced"
+    if not all(e or n for e, n in zip(every, none)):
+        return "not robust"
+    return "partly" if any(every) else "not reproduced"
+
+
+def counts(holds: dict[str, Sequence[bool]]) -> str:
+    """How often each condition held: "lr 0.1: 5/5 seeds; lr 0.5: 4/5 seeds"."""
+    return "; ".join(f"{k}: {sum(map(bool, v))}/{len(v)} seeds" for k, v in holds.items())
+
+
+def spread(values: Sequence[float], fmt: str = ".1f", scale: float = 1.0) -> str:
+    """Numbers over seeds as "mean ± sd (min to max)" (× `scale`, e.g. 100 for percentages).
+
+    NaN (a diverged run's accuracy) is left out and counted: "... (min to max; 1 of 5 NaN)".
+    """
+    v = scale * np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return f"n/a ({v.size} of {v.size} not finite)"
+    sd = finite.std(ddof=1) if finite.size > 1 else 0.0
+    missing = f"; {v.size - finite.size} of {v.size} not finite" if finite.size < v.size else ""
+    return f"{finite.mean():{fmt}} ± {sd:{fmt}} ({finite.min():{fmt}} to {finite.max():{fmt}}{missing})"
+
+
+def seed_label(runs: Sequence) -> str:
+    """The ensemble of `runs` as text: "5 seeds (0-4)"."""
+    s = sorted(r.config.seed for r in runs)
+    if len(s) == 1:
+        return f"1 seed ({s[0]})"
+    return f"{len(s)} seeds ({s[0]}-{s[-1]})" if s == list(range(s[0], s[0] + len(s))) else f"seeds {s}"
+
+
+def scale_of(run) -> str:
+    """A run's scale without its norm, learning rate and seed (which the claims vary)."""
+    c = run.config
+    return c.label().replace(f"norm={c.norm}, lr={c.lr:g}, ", "").rsplit(", seed", 1)[0]
+
+
+def lr_text(lr: float) -> str:
+    """A learning rate as the papers write it: 0.1, 0.01, 1e-6."""
+    return f"{lr:g}" if lr >= 1e-3 else f"{lr:.0e}".replace("e-0", "e-")
+
+
+def paired(*ensembles: Sequence) -> list[tuple]:
+    """The runs of several ensembles seed by seed, over the seeds they share (in seed order)."""
+    by_seed = [{r.config.seed: r for r in e} for e in ensembles]
+    common = sorted(set.intersection(*(set(b) for b in by_seed)))
+    if not common:
+        raise ValueError("the ensembles share no seed")
+    return [tuple(b[s] for b in by_seed) for s in common]
+
+
+def _claim(chapter: int, section: str, claim: str, paper: str, book: str, scale: str,
+           holds: dict[str, Sequence[bool]], test: str, runs: Sequence | str, values: dict[str, Sequence[float]],
+           reverse: dict[str, Sequence[bool]] | None = None) -> Claim:
+    """A training claim decided by `decide(holds, reverse)`; `test` is the per-seed condition in words; `runs`,
+    one ensemble the claim rests on (or its seeds in words, where configurations have different ensembles)."""
+    seeds = runs if isinstance(runs, str) else f"{seed_label(runs)} per configuration"
+    rule = f"per seed: {test}; {RULE}" + ("; reversed if the opposite holds on every seed" if reverse else "")
+    held = {k: [bool(x) for x in v] for k, v in (holds | (reverse or {})).items()}
+    return Claim(chapter, section, claim, paper, book, scale, decide(holds, reverse), rule=rule,
+                 seeds=seeds, values={k: [float(x) for x in v] for k, v in values.items()}, held=held)
+
+
+# --- chapter 3: BN helps; distributions; noisy BN; ICS (Santurkar et al. Figs. 1-3) ---
+
+S3_FIG1 = "3.2 BN helps, yet the distributions are not what changes most (Fig. 1)"
+S3_DIST = "The distributions"
+S3_NOISY = "Training with unstable distributions"
+S3_VGG = "VGG"
+S3_DLN = "The 25-layer deep linear network"
+CHANCE = 0.1  # CIFAR-10 has 10 balanced classes
+
+
+def bn_trains_faster(vgg: dict[tuple[str, float], Sequence]) -> Claim:
+    """Santurkar et al. Fig. 1: with BN the VGG trains faster, at lr 0.1 and at lr 0.5.
+
+    `vgg[(norm, lr)]`: the ensemble of the book's VGG for norm "none"/"batch" and lr 0.1/0.5. Per seed
+    and rate: BN's training accuracy (last 100 steps) and test accuracy both exceed the standard
+    network's by more than 5 points.
+    """
+    holds, values = {}, {}
+    for lr in (0.1, 0.5):
+        pairs = paired(vgg["none", lr], vgg["batch", lr])
+        holds[f"lr {lr:g}"] = [b.final["train_acc"] > s.final["train_acc"] + 0.05
+                               and b.final["test_acc"] > s.final["test_acc"] + 0.05 for s, b in pairs]
+        values[f"test acc, standard, lr {lr:g}"] = [s.final["test_acc"] for s, _ in pairs]
+        values[f"test acc, BN, lr {lr:g}"] = [b.final["test_acc"] for _, b in pairs]
+    gap = np.subtract(values["test acc, BN, lr 0.1"], values["test acc, standard, lr 0.1"])
+    book = "; ".join(f"test acc BN {spread(values[f'test acc, BN, lr {lr:g}'], scale=100)}% vs standard "
+                     f"{spread(values[f'test acc, standard, lr {lr:g}'], scale=100)}% (lr {lr:g})" for lr in (0.1, 0.5))
+    book += f"; BN − standard at lr 0.1: {spread(gap, scale=100)} points"
+    return _claim(3, S3_FIG1, "BN trains faster than the standard network at learning rates 0.1 and 0.5.",
+                  "test acc 83% (BN) vs 80% (standard) at lr 0.1; ≈ 80% vs ≈ 10% at lr 0.5 (15k steps, one seed)",
+                  book, scale_of(vgg["none", 0.1][0]), holds,
+                  "BN's final training and test accuracy each > 5 points above the standard network's", vgg["none", 0.1],
+                  values)
+
+
+def standard_stuck_at_05(vgg: dict[tuple[str, float], Sequence]) -> Claim:
+    """Santurkar et al. Fig. 1: without BN the VGG does not train at lr 0.5 (it stays at chance).
+
+    Per seed: the standard network's test accuracy and training accuracy (last 100 steps) stay below
+    chance + 10 points (20%); a diverged run counts as not training.
+    """
+    runs = vgg["none", 0.5]
+    stuck = [r.diverged or (r.final["test_acc"] < CHANCE + 0.1 and r.final["train_acc"] < CHANCE + 0.1) for r in runs]
+    values = {"test acc": [np.nan if r.diverged else r.final["test_acc"] for r in runs],
+              "train loss": [r.final["train_loss"] for r in runs]}
+    book = (f"test acc {spread(values['test acc'], scale=100)}%, train loss {spread(values['train loss'], '.3f')} "
+            f"(ln 10 = {np.log(10):.3f}); {sum(r.diverged for r in runs)} of {len(runs)} diverged")
+    return _claim(3, S3_FIG1, "Without BN the VGG does not train at learning rate 0.5.",
+                  "≈ 10% test accuracy at lr 0.5", book, scale_of(runs[0]), {"lr 0.5": stuck},
+                  "the standard network's test and training accuracy below chance + 10 points (20%), or diverged",
+                  runs, values)
+
+
+def distributions_alike(vgg: dict[tuple[str, float], Sequence], layers: tuple[int, ...] = (2, 8),
+                        since: tuple[int, ...] = (0, 100)) -> Claim:
+    """Santurkar et al. Fig. 1(c): with and without BN the activation distributions evolve alike.
+
+    Per seed, layer and starting step: the standard network's drift at the end of training
+    (`analysis.quantile_drift`) is less than 3× BN's (the paper's claim holds there).
+    """
+    from .analysis import quantile_drift
+
+    pairs = paired(vgg["none", 0.1], vgg["batch", 0.1])
+    holds, values = {}, {}
+    for layer in layers:
+        for s0 in since:
+            d = [(quantile_drift(s, layer, s0)[-1], quantile_drift(b, layer, s0)[-1]) for s, b in pairs]
+            holds[f"layer #{layer} from step {s0}"] = [ds < 3 * db for ds, db in d]
+            values[f"drift #{layer} from {s0}, standard"] = [ds for ds, _ in d]
+            values[f"drift #{layer} from {s0}, BN"] = [db for _, db in d]
+    L, S = layers[-1], since
+    book = (f"drift of layer #{L} (widths) from step {S[0]}: standard {spread(values[f'drift #{L} from {S[0]}, standard'], '.2f')}, "
+            f"BN {spread(values[f'drift #{L} from {S[0]}, BN'], '.3f')}; from step {S[1]}: standard "
+            f"{spread(values[f'drift #{L} from {S[1]}, standard'], '.2f')}, BN {spread(values[f'drift #{L} from {S[1]}, BN'], '.3f')}")
+    return _claim(3, S3_DIST, "With and without BN the activation distributions evolve far less differently than "
+                  "performance does.", "Fig. 1(c), layers #3, #11: distributions differ much less than performance "
+                  "(test acc 83% vs 80%)", book, f"{scale_of(pairs[0][0])}, lr 0.1", holds,
+                  "the standard network's distribution drift (mean |quantile shift| / reference width) < 3× BN's",
+                  vgg["none", 0.1], values)
+
+
+def noisy_trains_nearly_as_fast(vgg: dict[tuple[str, float], Sequence]) -> Claim:
+    """Santurkar et al. Fig. 2: noisy BN trains nearly as fast as BN and much faster than the standard network.
+
+    Per seed: noisy BN's training accuracy (last 100 steps) is at most 8 points below BN's and more than
+    10 points above the standard network's.
+    """
+    trios = paired(vgg["none", 0.1], vgg["batch", 0.1], vgg["noisy", 0.1])
+    acc = {k: [t[i].final["train_acc"] for t in trios] for i, k in enumerate(("standard", "BN", "noisy BN"))}
+    holds = {"near BN": [n > b - 0.08 for b, n in zip(acc["BN"], acc["noisy BN"])],
+             "above standard": [n > s + 0.10 for s, n in zip(acc["standard"], acc["noisy BN"])]}
+    book = "train acc " + ", ".join(f"{k} {spread(v, scale=100)}%" for k, v in acc.items())
+    return _claim(3, S3_NOISY, "BN with noise of non-zero mean and non-unit variance (noisy BN) trains nearly as fast as BN.",
+                  "Fig. 2: noisy BN nearly as fast as BN, much faster than standard (lr 0.1)", book,
+                  f"{scale_of(trios[0][0])}, lr 0.1", holds,
+                  "noisy BN's training accuracy > BN's − 8 points (near BN) and > the standard network's + 10 points",
+                  [t[0] for t in trios], {f"train acc, {k}": v for k, v in acc.items()})
+
+
+def noisy_least_stable(vgg: dict[tuple[str, float], Sequence], layers: tuple[int, ...]) -> Claim:
+    """Santurkar et al. (appendix): noisy BN's distributions shift most from step to step.
+
+    Per seed: noisy BN's mean shift and variance shift between successive steps (`analysis.mean_step_shift`,
+    absolute) exceed 3× the standard network's at every layer in `layers`; and, relative to each
+    channel's own variance, its variance shift exceeds the standard network's at every layer.
+    """
+    from .analysis import mean_step_shift
+
+    pairs = paired(vgg["none", 0.1], vgg["noisy", 0.1])
+    sh = [({l: mean_step_shift(s, l) for l in layers}, {l: mean_step_shift(n, l) for l in layers}) for s, n in pairs]
+    holds = {"absolute shift > 3× standard": [all(n[l][q] > 3 * s[l][q] for l in layers for q in ("mean", "var"))
+                                             for s, n in sh],
+             "relative variance shift > standard": [all(n[l]["rel_var"] > s[l]["rel_var"] for l in layers) for s, n in sh]}
+    values = {}
+    for l in layers:
+        values[f"|d mean| noisy / standard, #{l}"] = [n[l]["mean"] / s[l]["mean"] for s, n in sh]
+        values[f"|d var| noisy / standard, #{l}"] = [n[l]["var"] / s[l]["var"] for s, n in sh]
+        values[f"rel. |d var| noisy / standard, #{l}"] = [n[l]["rel_var"] / s[l]["rel_var"] for s, n in sh]
+    book = ("noisy BN / standard, |d mean| per step: " + ", ".join(
+        f"#{l} {spread(values[f'|d mean| noisy / standard, #{l}'])}" for l in layers)
+        + "; relative variance shift: " + ", ".join(f"#{l} {spread(values[f'rel. |d var| noisy / standard, #{l}'], '.2f')}"
+                                                   for l in layers))
+    return _claim(3, S3_NOISY, "Noisy BN's distributions are the least stable: its mean and variance shift most between steps.",
+                  "appendix: noisy BN's step-to-step shift of mean and variance far higher than the standard network's",
+                  book, f"{scale_of(pairs[0][0])}, lr 0.1", holds,
+                  "noisy BN's step-to-step shift of mean and of variance > 3× the standard network's at every probed "
+                  "layer; its variance shift relative to the channel's variance > the standard network's",
+                  vgg["noisy", 0.1], values)
+
+
+def noise_stops_standard(vgg: dict[tuple[str, float], Sequence]) -> Claim:
+    """Santurkar et al. Fig. 2: the same noise without BN stops the standard network from training.
+
+    Per seed: with noise, the standard network's training accuracy (last 100 steps) is below 15%
+    ("stops"); and it is more than 5 points below the same network's without noise ("hurts").
+    """
+    pairs = paired(vgg["none", 0.1], vgg["noise", 0.1])
+    acc = {"without noise": [s.final["train_acc"] for s, _ in pairs], "with noise": [n.final["train_acc"] for _, n in pairs]}
+    holds = {"stops (< 15%)": [a < CHANCE + 0.05 for a in acc["with noise"]],
+             "hurts (> 5 points below)": [a < b - 0.05 for a, b in zip(acc["with noise"], acc["without noise"])]}
+    book = f"train acc {spread(acc['with noise'], scale=100)}% with noise vs {spread(acc['without noise'], scale=100)}% without"
+    return _claim(3, S3_NOISY, "The same noise without BN stops the standard network from training.",
+                  "Fig. 2: standard + noise does not train", book, f"{scale_of(pairs[0][0])}, lr 0.1", holds,
+                  "with noise, the standard network's training accuracy < 15% (stops), and > 5 points below its "
+                  "accuracy without noise (hurts)", [n for _, n in pairs], {f"train acc {k}": v for k, v in acc.items()})
+
+
+def vgg_ics_not_reduced(vgg: dict[tuple[str, float], Sequence], layers: tuple[int, ...],
+                        lrs: tuple[float, ...] = (0.1, 0.01)) -> Claim:
+    """Santurkar et al. Fig. 3: in the VGG, BN does not reduce ICS (Definition 2.1): ICS similar or higher.
+
+    Per seed, rate and layer (`analysis.ics_summary`, medians over the probes): BN's ‖G − G'‖ is higher
+    than the standard network's, and its cos(G, G') at most 0.05 above it ("similar or lower").
+    """
+    from .analysis import ics_summary
+
+    holds, values = {}, {}
+    for lr in lrs:
+        pairs = paired(vgg["none", lr], vgg["batch", lr])
+        for layer in layers:
+            t = [(ics_summary(s, layer), ics_summary(b, layer)) for s, b in pairs]
+            holds[f"||G-G'|| higher, lr {lr:g}, #{layer}"] = [b["l2"] > s["l2"] for s, b in t]
+            holds[f"cos similar or lower, lr {lr:g}, #{layer}"] = [b["cos"] <= s["cos"] + 0.05 for s, b in t]
+            values[f"cos standard, lr {lr:g}, #{layer}"] = [s["cos"] for s, _ in t]
+            values[f"cos BN, lr {lr:g}, #{layer}"] = [b["cos"] for _, b in t]
+            values[f"||G-G'|| BN / standard, lr {lr:g}, #{layer}"] = [b["l2"] / s["l2"] for s, b in t]
+    ratio = "||G-G'|| BN / standard"
+
+    def cell(what: str, lr: float, layer: int) -> str:
+        return spread(values[f"{what}, lr {lr:g}, #{layer}"], ".2f")
+
+    book = "; ".join(f"lr {lr:g}, #{l}: ||G-G'|| BN / standard {cell(ratio, lr, l)}, "
+                     f"cos BN {cell('cos BN', lr, l)} vs standard {cell('cos standard', lr, l)}" for lr in lrs for l in layers)
+    return _claim(3, S3_VGG, "In the VGG, BN does not reduce internal covariate shift (Definition 2.1): ICS similar or higher.",
+                  "Fig. 3: lr 0.1 and 0.01, layers #5, #10 of 13: BN's ||G-G'|| similar or higher, cos(G, G') similar or lower",
+                  book, f"{scale_of(vgg['none', lrs[0]][0])}, lr {'/'.join(f'{lr:g}' for lr in lrs)}, layers "
+                  + ", ".join(f"#{l}" for l in layers), holds,
+                  "median over probes, BN's ||G-G'|| > the standard network's; BN's cos(G, G') <= the standard network's + 0.05",
+                  ", ".join(f"{seed_label(vgg['none', lr])} at lr {lr:g}" for lr in lrs), values)
+
+
+def dln_uncorrelated(dln: dict[tuple[str, float], Sequence], layers: tuple[int, ...],
+                     lrs: tuple[float, ...] = (1e-6, 1e-7)) -> Claim:
+    """Santurkar et al. Fig. 3 (DLN): BN's G and G' are nearly uncorrelated; the standard network's cosine ≈ 1.
+
+    Per seed, rate and layer: the standard network's median cos(G, G') > 0.99, and BN's < 0.2 ("nearly
+    uncorrelated", the book's reading of the paper's plot).
+    """
+    from .analysis import ics_summary
+
+    holds, values = {}, {}
+    for lr in lrs:
+        pairs = paired(dln["none", lr], dln["batch", lr])
+        for layer in layers:
+            t = [(ics_summary(s, layer)["cos"], ics_summary(b, layer)["cos"]) for s, b in pairs]
+            holds[f"standard ≈ 1, lr {lr_text(lr)}, #{layer}"] = [s > 0.99 for s, _ in t]
+            holds[f"BN < 0.2, lr {lr_text(lr)}, #{layer}"] = [b < 0.2 for _, b in t]
+            values[f"cos standard, lr {lr_text(lr)}, #{layer}"] = [s for s, _ in t]
+            values[f"cos BN, lr {lr_text(lr)}, #{layer}"] = [b for _, b in t]
+    std_min = min(min(v) for k, v in values.items() if k.startswith("cos standard"))
+    book = f"median cos: standard ≥ {std_min:.4f}; BN " + "; ".join(
+        f"{spread(values[f'cos BN, lr {lr_text(lr)}, #{l}'], '.2f')} (lr {lr_text(lr)}, #{l})" for lr in lrs for l in layers)
+    return _claim(3, S3_DLN, "In the deep linear network BN's G and G' are nearly uncorrelated (median cosine below 0.2); the "
+                  "standard network's cosine stays ≈ 1.", "Fig. 3: DLN, lr 1e-6 and 1e-7, layers #9, #17", book,
+                  scale_of(dln["none", lrs[0]][0]), holds,
+                  "median over probes, the standard network's cos(G, G') > 0.99 and BN's < 0.2", dln["none", lrs[0]], values)
+
+
+def dln_lower_loss(dln: dict[tuple[str, float], Sequence]) -> Claim:
+    """Santurkar et al. Fig. 3 (DLN): BN reaches a much lower loss than the standard network.
+
+    Per seed: BN's final loss (mean of the last 100 steps) is below half the standard network's at
+    lr 1e-6 and below 3/4 of it at lr 1e-7 (the paper's plot shows a factor 3-6 at 1e-6).
+    """
+    margin = {1e-6: 0.5, 1e-7: 0.75}
+    holds, values = {}, {}
+    for lr, m in margin.items():
+        pairs = paired(dln["none", lr], dln["batch", lr])
+        holds[f"lr {lr_text(lr)}: BN < {m:g}× standard"] = [b.final["train_loss"] < m * s.final["train_loss"] for s, b in pairs]
+        values[f"final loss standard, lr {lr_text(lr)}"] = [s.final["train_loss"] for s, _ in pairs]
+        values[f"final loss BN, lr {lr_text(lr)}"] = [b.final["train_loss"] for _, b in pairs]
+    values["initial loss"] = [float(r.history["train_loss"][0]) for r in dln["none", 1e-6]]
+    book = (f"start {spread(values['initial loss'], '.3g')}; after {dln['none', 1e-6][0].config.steps} steps " + "; ".join(
+        f"BN {spread(values[f'final loss BN, lr {lr_text(lr)}'], '.0f')} vs standard {spread(values[f'final loss standard, lr {lr_text(lr)}'], '.0f')} "
+        f"(lr {lr_text(lr)})" for lr in margin))
+    return _claim(3, S3_DLN, "In the deep linear network BN reaches a much lower loss than the standard network.",
+                  "loss starts ≈ 10⁴; after 10k steps (lr 1e-6) BN ≈ 5–7·10², standard ≈ 2–4·10³", book,
+                  scale_of(dln["none", 1e-6][0]), holds,
+                  "BN's final loss < 0.5× the standard network's at lr 1e-6 and < 0.75× at lr 1e-7", dln["none", 1e-6], values)
+
+
+# --- chapter 4: other normalizations (Santurkar et al. Section 3.3, Fig. 14-ish "lp normalizations") ---
+
+S4_LP = "4.6 Other normalizations: $\\ell_1$, $\\ell_2$, $\\ell_\\infty$"
+S4_LP_DIST = "Distributions"
+S4_LP_LAND = "Their landscapes"
+LP_NORMS = ("l1", "l2", "linf")
+LP_LABEL = {"l1": "ℓ1", "l2": "ℓ2", "linf": "ℓ∞"}
+
+
+def lp_train_like_bn(vgg: dict[str, Sequence]) -> Claim:
+    """Santurkar et al.: ℓ1, ℓ2 and ℓ∞ normalizations train the VGG about as well as BN.
+
+    `vgg[norm]`: the lr-0.1 ensembles of "none", "batch" and each ℓp norm. Per seed and norm: its
+    training accuracy (last 100 steps) within 3 points of BN's, and more than 10 points above the
+    standard network's.
+    """
+    sets = paired(vgg["none"], vgg["batch"], *(vgg[n] for n in LP_NORMS))
+    acc = {k: [t[i].final["train_acc"] for t in sets] for i, k in enumerate(("none", "batch") + LP_NORMS)}
+    holds = {LP_LABEL[n]: [abs(a - b) < 0.03 and a > s + 0.10 for a, b, s in zip(acc[n], acc["batch"], acc["none"])]
+             for n in LP_NORMS}
+    book = "training accuracy " + ", ".join(f"{LP_LABEL.get(n, {'none': 'standard', 'batch': 'BN'}.get(n))} "
+                                            f"{spread(v, scale=100)}%" for n, v in acc.items())
+    return _claim(4, S4_LP, "VGG: ℓ1, ℓ2 and ℓ∞ normalizations train about as well as BN",
+                  "about as fast as BN (training accuracy, 15k steps)", book, f"{scale_of(sets[0][0])}, lr 0.1", holds,
+                  "the normalization's final training accuracy within 3 points of BN's and > 10 points above the "
+                  "standard network's", [t[0] for t in sets], {f"train acc, {k}": v for k, v in acc.items()})
+
+
+def lp_l1_beats_bn(dln: dict[str, Sequence]) -> Claim:
+    """Santurkar et al.: in the deep linear network ℓ1 normalization trains better than BN (≈1e2 vs ≈5e2).
+
+    `dln[norm]`: the lr-1e-6 ensembles of "none", "batch" and each ℓp norm. Per seed: ℓ1's final loss is
+    below half of BN's (the paper's factor is about 5); the opposite, ℓ1's above 1.2× BN's, reverses it.
+    """
+    sets = paired(dln["none"], dln["batch"], *(dln[n] for n in LP_NORMS))
+    loss = {k: [t[i].final["train_loss"] for t in sets] for i, k in enumerate(("none", "batch") + LP_NORMS)}
+    holds = {"ℓ1 < 0.5× BN": [a < 0.5 * b for a, b in zip(loss["l1"], loss["batch"])]}
+    reverse = {"ℓ1 > 1.2× BN": [a > 1.2 * b for a, b in zip(loss["l1"], loss["batch"])]}
+    book = "final loss " + ", ".join(f"{LP_LABEL.get(n, {'none': 'standard', 'batch': 'BN'}.get(n))} "
+                                     f"{spread(v, '.0f')}" for n, v in loss.items())
+    return _claim(4, S4_LP, "DLN: ℓ1 normalization trains better than BN", "loss ≈ 1e2 with ℓ1 vs ≈ 5e2 with BN",
+                  book, scale_of(sets[0][0]), holds, "ℓ1's final loss < 0.5× BN's", [t[0] for t in sets],
+                  {f"final loss, {k}": v for k, v in loss.items()}, reverse)
+
+
+def lp_distributions(vgg: dict[str, Sequence], layers: tuple[int, ...]) -> Claim:
+    """Santurkar et al.: the ℓp layer inputs shift more than the standard network's (they do not control them).
+
+    Per seed and norm, medians over `layers`: the step-to-step relative variance shift
+    (`analysis.mean_step_shift`, rel_var) and the drift from initialization (`analysis.quantile_drift`) both
+    exceed the standard network's (the paper's claim); and the step-to-step shift exceeds 5× BN's (they
+    control the distributions less than BN does, the part the book reproduces).
+    """
+    from .analysis import mean_step_shift, quantile_drift
+
+    sets = paired(vgg["none"], vgg["batch"], *(vgg[n] for n in LP_NORMS))
+    names = ("none", "batch") + LP_NORMS
+    sv = {k: [float(np.median([mean_step_shift(t[i], l)["rel_var"] for l in layers])) for t in sets] for i, k in enumerate(names)}
+    dr = {k: [float(np.median([quantile_drift(t[i], l)[-1] for l in layers])) for t in sets] for i, k in enumerate(names)}
+    holds = {}
+    for n in LP_NORMS:
+        holds[f"{LP_LABEL[n]} shifts more than standard"] = [a > s and d > ds for a, s, d, ds in
+                                                             zip(sv[n], sv["none"], dr[n], dr["none"])]
+        holds[f"{LP_LABEL[n]} shifts > 5× BN"] = [a > 5 * b for a, b in zip(sv[n], sv["batch"])]
+    step = {n: [a / b for a, b in zip(sv[n], sv["batch"])] for n in LP_NORMS}
+    drift = {n: [s / d for s, d in zip(dr["none"], dr[n])] for n in LP_NORMS}
+    values = {f"step var shift / BN's, {LP_LABEL[n]}": step[n] for n in LP_NORMS}
+    values |= {f"standard's drift / {LP_LABEL[n]}'s": drift[n] for n in LP_NORMS}
+    book = ("step-to-step variance shift / BN's: " + ", ".join(f"{LP_LABEL[n]} {spread(step[n], '.0f')}" for n in LP_NORMS)
+            + "; standard network's drift from initialization / theirs: "
+            + ", ".join(f"{LP_LABEL[n]} {spread(drift[n], '.0f')}" for n in LP_NORMS))
+    return _claim(4, S4_LP_DIST, "ℓp layer inputs shift more than the standard network's",
+                  "ℓp distributions shift more than the standard network's (and are not Gaussian)", book,
+                  f"{scale_of(sets[0][0])}, lr 0.1, layers " + ", ".join(f"#{l}" for l in layers), holds,
+                  "median over the layers, the normalization's step-to-step relative variance shift and drift from "
+                  "initialization > the standard network's (the paper's claim); its step-to-step shift > 5× BN's",
+                  [t[0] for t in sets], values)
+
+
+def lp_smooth_landscape(vgg: dict[str, Sequence], dln: dict[str, Sequence], since: int) -> Claim:
+    """Santurkar et al.: ℓp normalizations smooth the landscape, as BN does.
+
+    Per seed and norm. VGG (lr 0.1, the probes from step `since` on): the standard network's worst probe
+    and its probe-to-probe spread are > 1.5× the normalized network's, for the loss range, the gradient
+    change and the effective β (it removes the spikes). DLN (lr 1e-6, every probe): the standard
+    network's median effective β is the higher one (smoother with the normalization).
+    """
+    from .analysis import LANDSCAPE_QUANTITIES, landscape_table
+
+    vsets = paired(vgg["none"], *(vgg[n] for n in LP_NORMS))
+    dsets = paired(dln["none"], *(dln[n] for n in LP_NORMS))
+    holds, values = {}, {}
+    for k, n in enumerate(LP_NORMS, start=1):
+        vt = [landscape_table(t[0], t[k], since=since) for t in vsets]
+        dt = [landscape_table(t[0], t[k]) for t in dsets]
+        holds[f"VGG, {LP_LABEL[n]}: spikes removed"] = [
+            all(t[q]["max_ratio"] > 1.5 and t[q]["spread_ratio"] > 1.5 for q in LANDSCAPE_QUANTITIES) for t in vt]
+        holds[f"DLN, {LP_LABEL[n]}: smoother"] = [t["beta"]["ratio"] > 1 for t in dt]
+        values[f"VGG worst grad. change, standard / {LP_LABEL[n]}"] = [t["graddiff"]["max_ratio"] for t in vt]
+        values[f"DLN median beta, {LP_LABEL[n]} / standard"] = [1 / t["beta"]["ratio"] for t in dt]
+    book = ("VGG: standard's worst gradient change / the normalized network's: " + ", ".join(
+        f"{LP_LABEL[n]} {spread(values[f'VGG worst grad. change, standard / {LP_LABEL[n]}'])}" for n in LP_NORMS)
+        + "; DLN: their median β / the standard network's: " + ", ".join(
+        f"{LP_LABEL[n]} {spread(values[f'DLN median beta, {LP_LABEL[n]} / standard'], '.0f')}" for n in LP_NORMS))
+    return _claim(4, S4_LP_LAND, "ℓp normalizations smooth the landscape, as BN does",
+                  "ℓp normalizations smooth the landscape like BN", book,
+                  f"{scale_of(vsets[0][0])}, lr 0.1, probes from step {since}; {scale_of(dsets[0][0])}, lr 1e-6", holds,
+                  "VGG: the standard network's worst probe and probe-to-probe spread > 1.5× the normalized network's "
+                  "(loss range, gradient change, effective β); DLN: the standard network's median β the higher",
+                  f"{seed_label([t[0] for t in vsets])} (VGG), {seed_label([t[0] for t in dsets])} (DLN) per configuration",
+                  values)

@@ -257,3 +257,10 @@ class PaperJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def get_ensemble(cfg: Config, progress: bool | None = None) -> list[Run]:
+    """Every seed of `cfg`'s ensemble (`experiments.ensemble(cfg)`), in seed order: cached or trained now."""
+    from .experiments import ensemble  # experiments reads results lazily; both at import would be a cycle
+
+    return get_runs(ensemble(cfg), progress=progress)

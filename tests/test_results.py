@@ -95,3 +95,17 @@ def test_bad_worker_count_is_explained(monkeypatch):
     monkeypatch.setenv("BNBOOK_WORKERS", "two")
     with pytest.raises(ValueError, match="BNBOOK_WORKERS"):
         results.workers()
+
+
+def test_an_ensemble_is_every_seed_of_its_configuration_in_seed_order(cache, monkeypatch):
+    from bnbook import experiments
+
+    vgg = dataclasses.replace(experiments.BOOK_VGG, norm="batch", lr=0.5, seed=3)
+    assert [c.seed for c in experiments.ensemble(vgg)] == list(experiments.HEADLINE_SEEDS)  # headline: 5 seeds
+    assert [c.seed for c in experiments.ensemble(dataclasses.replace(vgg, lr=0.01))] == list(experiments.SEEDS)
+    assert all(dataclasses.replace(c, seed=0) == dataclasses.replace(vgg, seed=0) for c in experiments.ensemble(vgg))
+    monkeypatch.setattr(experiments, "SEEDS", (0, 1))  # a tiny ensemble of the tiny DLN: trained, then cached
+    runs = results.get_ensemble(TINY_DLN)
+    assert [r.config.seed for r in runs] == [0, 1]
+    assert runs[0].final["train_loss"] != runs[1].final["train_loss"]  # the seed changes the run
+    assert all(results.run_path(r.config).exists() for r in runs)
