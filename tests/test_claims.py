@@ -63,6 +63,9 @@ def test_decide_follows_its_rule():
     assert claims.decide({"a": [True] * 5, "b": [True, True, False, True, True]}) == "not robust"
     assert claims.decide({"a": [False] * 3, "b": [True, False, False]}) == "not robust"
     assert claims.decide({"a": [False] * 3}) == "not reproduced"
+    # the opposite holding on every seed reverses the claim; holding on some leaves it "not reproduced"
+    assert claims.decide({"a": [False] * 3}, reverse={"not a": [True] * 3}) == "reversed"
+    assert claims.decide({"a": [False] * 3}, reverse={"not a": [True, False, True]}) == "not reproduced"
     with pytest.raises(ValueError, match="at least one"):
         claims.decide({})
     assert claims.counts({"lr 0.1": [True, False, True]}) == "lr 0.1: 2/3 seeds"
