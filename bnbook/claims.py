@@ -203,13 +203,15 @@ def spread(values: Sequence[float], fmt: str = ".1f", scale: float = 1.0) -> str
 
     NaN (a diverged run's accuracy) is left out and counted: "... (min to max; 1 of 5 NaN)".
     """
+    from .analysis import mean_spread
+
     v = scale * np.asarray(values, dtype=np.float64)
     finite = v[np.isfinite(v)]
     if finite.size == 0:
         return f"n/a ({v.size} of {v.size} not finite)"
-    sd = finite.std(ddof=1) if finite.size > 1 else 0.0
+    mean, sd, lo, hi = mean_spread(finite)
     missing = f"; {v.size - finite.size} of {v.size} not finite" if finite.size < v.size else ""
-    return f"{finite.mean():{fmt}} ± {sd:{fmt}} ({finite.min():{fmt}} to {finite.max():{fmt}}{missing})"
+    return f"{mean:{fmt}} ± {sd:{fmt}} ({lo:{fmt}} to {hi:{fmt}}{missing})"
 
 
 def seed_label(runs: Sequence) -> str:
@@ -490,6 +492,7 @@ S4_LP_DIST = "Distributions"
 S4_LP_LAND = "Their landscapes"
 LP_NORMS = ("l1", "l2", "linf")
 LP_LABEL = {"l1": "ℓ1", "l2": "ℓ2", "linf": "ℓ∞"}
+_NORM_NAME = {"none": "standard", "batch": "BN"} | LP_LABEL  # norms as the claims' numbers name them
 
 
 def lp_train_like_bn(vgg: dict[str, Sequence]) -> Claim:
@@ -503,7 +506,7 @@ def lp_train_like_bn(vgg: dict[str, Sequence]) -> Claim:
     acc = {k: [t[i].final["train_acc"] for t in sets] for i, k in enumerate(("none", "batch") + LP_NORMS)}
     holds = {LP_LABEL[n]: [abs(a - b) < 0.03 and a > s + 0.10 for a, b, s in zip(acc[n], acc["batch"], acc["none"])]
              for n in LP_NORMS}
-    book = "training accuracy " + ", ".join(f"{LP_LABEL.get(n, {'none': 'standard', 'batch': 'BN'}.get(n))} "
+    book = "training accuracy " + ", ".join(f"{_NORM_NAME[n]} "
                                             f"{spread(v, scale=100)}%" for n, v in acc.items())
     return _claim(4, S4_LP, "VGG: ℓ1, ℓ2 and ℓ∞ normalizations train about as well as BN",
                   "about as fast as BN (training accuracy, 15k steps)", book, f"{scale_of(sets[0][0])}, lr 0.1", holds,
@@ -521,7 +524,7 @@ def lp_l1_beats_bn(dln: dict[str, Sequence]) -> Claim:
     loss = {k: [t[i].final["train_loss"] for t in sets] for i, k in enumerate(("none", "batch") + LP_NORMS)}
     holds = {"ℓ1 < 0.5× BN": [a < 0.5 * b for a, b in zip(loss["l1"], loss["batch"])]}
     reverse = {"ℓ1 > 1.2× BN": [a > 1.2 * b for a, b in zip(loss["l1"], loss["batch"])]}
-    book = "final loss " + ", ".join(f"{LP_LABEL.get(n, {'none': 'standard', 'batch': 'BN'}.get(n))} "
+    book = "final loss " + ", ".join(f"{_NORM_NAME[n]} "
                                      f"{spread(v, '.0f')}" for n, v in loss.items())
     return _claim(4, S4_LP, "DLN: ℓ1 normalization trains better than BN", "loss ≈ 1e2 with ℓ1 vs ≈ 5e2 with BN",
                   book, scale_of(sets[0][0]), holds, "ℓ1's final loss < 0.5× BN's", [t[0] for t in sets],
