@@ -1,5 +1,6 @@
 """Claim records: validation, round trip through the chapter files, the tables the claims page shows."""
 
+import numpy as np
 import pytest
 
 from bnbook import claims
@@ -69,6 +70,19 @@ def test_decide_follows_its_rule():
     with pytest.raises(ValueError, match="at least one"):
         claims.decide({})
     assert claims.counts({"lr 0.1": [True, False, True]}) == "lr 0.1: 2/3 seeds"
+
+
+def test_an_undecided_seed_makes_a_condition_not_robust():
+    # within the band of its threshold a seed is undecided: neither held nor failed
+    assert claims.clears(3.2, 3.0, 0.5) is None and claims.clears(2.5, 3.0, 0.5) is None
+    assert claims.clears(3.6, 3.0, 0.5) is True and claims.clears(3.6, 3.0, 0.5, above=False) is False
+    assert claims.decide({"a": [True, None, True]}) == "not robust"
+    assert claims.decide({"a": [False, None, False]}) == "not robust"
+    assert claims.decide({"a": [False] * 3, "b": [True] * 3}) == "partly"
+    assert claims.decide({"a": [None, False]}, reverse={"not a": [True, True]}) == "not robust"
+    assert claims.counts({"a": [True, None, False]}) == "a: 1/3 seeds (1 undecided)"
+    # numpy's booleans (what comparisons of measured numbers give) count as booleans
+    assert claims.decide({"a": list(np.array([1.0, 2.0]) > 0)}) == "reproduced"
 
 
 def test_spread_and_pairing_by_seed():
