@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data import atomic_write
 
@@ -622,6 +623,106 @@ def lp_smooth_landscape(vgg: dict[str, Sequence], dln: dict[str, Sequence], sinc
                   "(loss range, gradient change, effective β); DLN: the standard network's median β the higher",
                   f"{seed_label([t[0] for t in vsets])} (VGG), {seed_label([t[0] for t in dsets])} (DLN) per configuration",
                   values)
+
+
+# --- chapter 2: the trained BN network at inference, and its scale invariance (Ioffe & Szegedy §3.1-3.3) ---
+
+S2_INFER = "2.4 Training vs inference"
+S2_SCALE = "2.5 Scale invariance"
+TEST_BATCHES = (1000, 60, 16, 4, 2)  # test batch sizes for training-mode evaluation, largest first
+
+
+def inference_stats(run, xtr, xte, yte, shuffle_seed: int = 12) -> dict[str, float]:
+    """One trained BN network evaluated the three ways of §2.4 (the first `len(xte)` test images).
+
+    `acc_running`: inference mode with the running averages (what the book reports); `acc_pop`: with
+    Algorithm 2's population statistics over the full training batches of `xtr`; `acc_m{k}`: training mode,
+    normalized with the statistics of test batches of k (`TEST_BATCHES`); `changed{k}`: the share of
+    predictions that change when the test set is reshuffled before batching (k = 60, 16); `var_gap`: the
+    largest |running variance / population variance − 1| over every BN unit.
+    """
+    from .analysis import population_statistics, predict, with_statistics
+
+    model = run.model()
+    pop = population_statistics(model, xtr, batch_size=run.config.batch_size)
+    running = [(blk.norm.running_mean, blk.norm.running_var) for blk in model.blocks]
+    acc = lambda pred: float((pred == yte).double().mean())
+    out = {"acc_running": acc(predict(model, xte)), "acc_pop": acc(predict(with_statistics(model, pop), xte)),
+           "var_gap": max(float((r[1] / p[1] - 1).abs().max()) for p, r in zip(pop, running))}
+    out |= {f"acc_m{k}": acc(predict(model, xte, k, batch_stats=True)) for k in TEST_BATCHES}
+    shuffle = torch.randperm(len(xte), generator=torch.Generator().manual_seed(shuffle_seed))
+    out |= {f"changed{k}": float((predict(model, xte, k, batch_stats=True)
+                                  != predict(model, xte, k, batch_stats=True, order=shuffle)).double().mean())
+            for k in (60, 16)}
+    return out
+
+
+def running_averages_suffice(runs: Sequence, stats: Sequence[dict[str, float]]) -> Claim:
+    """Ioffe & Szegedy §3.1: moving averages are a practical substitute for Algorithm 2's population statistics.
+
+    `stats`: `inference_stats` of each BN run in `runs`. Per seed: the two test accuracies within 1 point.
+    """
+    gap = [100 * abs(s["acc_pop"] - s["acc_running"]) for s in stats]
+    values = {"test acc, running averages": [s["acc_running"] for s in stats],
+              "test acc, population statistics": [s["acc_pop"] for s in stats],
+              "max |var ratio - 1|": [s["var_gap"] for s in stats]}
+    book = (f"test accuracy {spread(values['test acc, running averages'], '.2f', 100)}% with running averages vs "
+            f"{spread(values['test acc, population statistics'], '.2f', 100)}% with population statistics (running variances "
+            f"off by up to {spread(values['max |var ratio - 1|'], '.0f', 100)}%)")
+    return _claim(2, S2_INFER, "Moving averages are a practical substitute for Algorithm 2's population statistics",
+                  "moving averages are the usual practical substitute", book, scale_of(runs[0]),
+                  {"within 1 point": [g < 1 for g in gap]},
+                  "the test accuracies with running averages and with population statistics within 1 point", runs, values)
+
+
+def inference_needs_fixed_statistics(runs: Sequence, stats: Sequence[dict[str, float]]) -> Claim:
+    """Ioffe & Szegedy §3.1: at inference BN must be a fixed map; with batch statistics the output depends on the batch.
+
+    Per seed (training-mode evaluation, `inference_stats`): accuracy falls with every smaller test batch
+    (`TEST_BATCHES`), batches of 2 lose > 15 points against the running averages, and reshuffling the test
+    set before batching by 60 changes > 5% of the predictions.
+    """
+    holds = {"falls with the batch size": [all(s[f"acc_m{a}"] > s[f"acc_m{b}"] for a, b in zip(TEST_BATCHES, TEST_BATCHES[1:]))
+                                           for s in stats],
+             "m = 2 loses > 15 points": [s["acc_m2"] < s["acc_running"] - 0.15 for s in stats],
+             "m = 60 depends on the batch (> 5% change)": [s["changed60"] > 0.05 for s in stats]}
+    values = {f"test acc, batches of {k}": [s[f"acc_m{k}"] for s in stats] for k in TEST_BATCHES}
+    values["changed by reshuffling, m = 60"] = [s["changed60"] for s in stats]
+    book = ("training-mode test accuracy " + ", ".join(f"{spread(values[f'test acc, batches of {k}'], '.1f', 100)}% (m = {k})"
+                                                       for k in (1000, 4, 2))
+            + f"; reshuffling changes {spread(values['changed by reshuffling, m = 60'], '.1f', 100)}% of predictions at m = 60")
+    return _claim(2, S2_INFER, "At inference BN must use fixed statistics: with batch statistics the output depends on the batch",
+                  "Algorithm 2: inference is a fixed affine map", book, scale_of(runs[0]), holds,
+                  "training-mode accuracy lower at every smaller test batch (1000, 60, 16, 4, 2); batches of 2 > 15 points below "
+                  "the running averages; reshuffling changes > 5% of predictions at m = 60", runs, values)
+
+
+def weight_gradient_cosines(run, x, y) -> np.ndarray:
+    """|cos(w_j, ∂ℓ/∂w_j)| for every hidden unit of a trained MLP, on one batch, in training mode."""
+    import torch.nn.functional as F
+
+    model = run.model().train()  # a fresh copy in training mode: the gradient SGD takes (batch statistics)
+    weights = [blk.layer.weight for blk in model.blocks]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), weights)
+    return np.concatenate([((w * g).sum(1) / (w.norm(dim=1) * g.norm(dim=1))).abs().detach().numpy()
+                           for w, g in zip(weights, grads)])
+
+
+def trained_weights_orthogonal(mlp: dict[str, Sequence], x, y) -> Claim:
+    """Ioffe & Szegedy §3.3 (scale invariance): in a trained BN network each unit's weight gradient is orthogonal
+    to its weights. Per seed, on the batch (x, y): BN's largest |cos(w_j, ∂ℓ/∂w_j)| over the hidden units is
+    < 1e-3 (float32), and the standard network's median is > 100× BN's median."""
+    pairs = paired(mlp["none"], mlp["batch"])
+    cos = [(weight_gradient_cosines(s, x, y), weight_gradient_cosines(b, x, y)) for s, b in pairs]
+    holds = {"orthogonal with BN, not without": [float(b.max()) < 1e-3 and np.median(s) > 100 * np.median(b) for s, b in cos]}
+    values = {"median |cos|, BN": [float(np.median(b)) for _, b in cos], "max |cos|, BN": [float(b.max()) for _, b in cos],
+              "median |cos|, standard": [float(np.median(s)) for s, _ in cos]}
+    book = (f"median |cos(w_j, grad w_j)| {spread(values['median |cos|, BN'], '.1e')} with BN vs "
+            f"{spread(values['median |cos|, standard'], '.1e')} without ({len(cos[0][1])} units, one batch of {len(x)}, float32)")
+    return _claim(2, S2_SCALE, "In a trained BN network each unit's weight gradient is orthogonal to its weights",
+                  "follows from scale invariance", book, scale_of(pairs[0][0]), holds,
+                  "BN's largest |cos(w_j, grad w_j)| < 1e-3 and the standard network's median > 100× BN's",
+                  [b for _, b in pairs], values)
 
 
 # --- chapter 4: the landscape along the gradient (Santurkar et al. Fig. 4, 5 and the appendix) ---

@@ -81,7 +81,7 @@ _DLN = _each(*(_dln(n, lr) for lr in (1e-6, 1e-7) for n in ("none", "batch")))
 _LP = ("l1", "l2", "linf")
 CHAPTERS: dict[int, list[Config]] = {
     1: _MLP,
-    2: [c for c in _MLP if c.seed == 0],
+    2: _MLP,
     3: _each(_VGG_01, _VGG_05, _vgg("none", 0.01), _vgg("batch", 0.01), _vgg("noisy"), _vgg("noise"), _DLN),
     4: _each(_VGG_01, _VGG_05, *(_vgg(n) for n in _LP), _DLN, *(_dln(n) for n in _LP)),
     5: [c for c in _VGG_01 if c.seed == 0],
