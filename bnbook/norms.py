@@ -152,28 +152,38 @@ class _BatchNormFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
         rows, reps, centred, var, mean = _centred_moments(x)  # centred = x − μ_B
         inv_std = torch.rsqrt(var + eps)
-        beta_t, scale_t = _tile(reps, beta, gamma * inv_std)
-        y = torch.addcmul(beta_t, centred, scale_t)  # y = γ x̂ + β = β + (x − μ_B)·γ/√(σ²_B + ε)
+        scale = gamma * inv_std  # γ/√(σ²_B + ε), also the backward's k
+        if reps == 1:  # (N, C): nothing to tile or reshape (the DLN's 24 layers are dominated by op count)
+            y = torch.addcmul(beta, centred, scale)
+        else:
+            beta_t, scale_t = _tile(reps, beta, scale)
+            y = _like(torch.addcmul(beta_t, centred, scale_t), x)  # y = γ x̂ + β = β + (x − μ_B)·γ/√(σ²_B + ε)
         ctx.eps = eps
-        ctx.save_for_backward(x, gamma, centred, inv_std)
+        ctx.save_for_backward(x, gamma, centred, inv_std, scale)
         ctx.mark_non_differentiable(var, mean)
         ctx.set_materialize_grads(False)  # the statistics get no gradient: no zero tensors for them
-        return _like(y, x), var, mean
+        return y, var, mean
 
     @staticmethod
     def backward(ctx, dy: Tensor | None, _dvar: None, _dmean: None):
-        x, gamma, centred, inv_std = ctx.saved_tensors
+        x, gamma, centred, inv_std, k = ctx.saved_tensors  # k = γ/√(σ²_B + ε)
         if dy is None:  # y was not used by the loss
             return None, None, None, None
         if torch.is_grad_enabled():  # building a graph of the gradient: differentiate through the stats
             dx, dgamma, dbeta = batch_norm_backward(dy, x, gamma, ctx.eps)
             return dx, dgamma, dbeta, None
-        rows, reps = _sample_rows(dy)
         c = gamma.numel()
+        if dy.dim() == 2:  # (N, C): the same operations as below, without the layout's views and tiling
+            m = dy.shape[0]
+            dbeta = dy.sum(0)
+            dgamma = (torch.mm(dy.T, centred).diagonal() if c <= 16 else (dy * centred).sum(0)) * inv_std
+            km = k / -m
+            dx = torch.addcmul(km * dbeta, dy, k).addcmul_(centred, km * inv_std * dgamma)
+            return dx, dgamma, dbeta, None
+        rows, reps = _sample_rows(dy)
         m = rows.numel() // c
         dbeta = _column_sums(rows, c)  # Σ ∂ℓ/∂y
         dgamma = _column_dots(rows, centred, c) * inv_std  # Σ ∂ℓ/∂y · x̂
-        k = gamma * inv_std
         km = k / -m
         # ∂ℓ/∂x = k·∂ℓ/∂y − k·Σ∂ℓ/∂y/m − x̂·k·Σ(∂ℓ/∂y·x̂)/m, with x̂ = (x − μ_B)·inv_std; two fused passes
         shift_t, k_t, slope_t = _tile(reps, km * dbeta, k, km * inv_std * dgamma)
@@ -229,11 +239,12 @@ class BatchNorm(nn.Module):
                 f"BatchNorm needs more than one value per channel in training mode, got input shape "
                 f"{tuple(x.shape)}; use a larger batch or call model.eval()"
             )
-        y, var, mean = batch_norm_train(x, self.weight, self.bias, self.eps)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var * (m / (m - 1)), self.momentum)
-            self.num_batches_tracked += 1
+        y, var, mean = _BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
+        # the statistics are outputs that take no gradient, so these in-place updates record nothing; add_
+        # rather than += keeps nn.Module's attribute machinery out of the step (25 µs a layer, measured)
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(var * (m / (m - 1)), self.momentum)
+        self.num_batches_tracked.add_(1)
         return y
 
     def extra_repr(self) -> str:
