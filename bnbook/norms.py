@@ -175,8 +175,8 @@ class _BatchNormFunction(torch.autograd.Function):
         c = gamma.numel()
         if dy.dim() == 2:  # (N, C): the same operations as below, without the layout's views and tiling
             m = dy.shape[0]
-            dbeta = dy.sum(0)
-            dgamma = (torch.mm(dy.T, centred).diagonal() if c <= 16 else (dy * centred).sum(0)) * inv_std
+            dbeta = _column_sums(dy, c)
+            dgamma = _column_dots(dy, centred, c) * inv_std  # its choice of mm or multiply-and-sum, in one place
             km = k / -m
             dx = torch.addcmul(km * dbeta, dy, k).addcmul_(centred, km * inv_std * dgamma)
             return dx, dgamma, dbeta, None
