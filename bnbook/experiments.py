@@ -17,24 +17,25 @@ from .train import Config
 BOOK_VGG = Config(
     model="vgg", arch="A", width=0.125, steps=400, batch_size=128, eval_every=100,
     probe_every=50, act_layers=(2, 5, 8), ics_layers=(3, 6), landscape=(0.5, 1.0, 2.0, 4.0), random_direction=True,
+    sharpness_every=100,
 )
 BOOK_MLP = Config(model="mlp", depth=3, hidden=100, init_std=0.05, batch_size=60, steps=5000, eval_every=100,
                   probe_every=50, act_layers=(3,))
 BOOK_DLN = Config(
     model="dln", depth=25, hidden=10, train_size=100, lr=1e-6, steps=10000, eval_every=100,
     probe_every=100, act_layers=(9, 17), ics_layers=(9, 17), landscape=(0.01, 0.1, 1.0, 10.0, 30.0),
-    random_direction=True,
+    random_direction=True, sharpness_every=1000,
 )
 
 # The papers' scales. VGG: Santurkar et al. train on all of CIFAR-10 for 15,000 steps at full width; the
 # book keeps VGG-11 (configuration "A") so that its layer numbers mean the same at both scales. MLP: Ioffe
 # & Szegedy train 50,000 steps (on MNIST; the book's MLP runs on CIFAR-10). DLN: the book's is the paper's.
-PAPER_VGG = replace(BOOK_VGG, width=1.0, steps=15000, eval_every=500, probe_every=250)
+PAPER_VGG = replace(BOOK_VGG, width=1.0, steps=15000, eval_every=500, probe_every=250, sharpness_every=1000)
 PAPER_MLP = replace(BOOK_MLP, steps=50000, eval_every=500, probe_every=250)
 PAPER_DLN = BOOK_DLN
 
 _SCALE_FIELDS = ("arch", "width", "depth", "hidden", "init_std", "train_size", "test_size", "steps",
-                 "batch_size", "eval_every", "probe_every")
+                 "batch_size", "eval_every", "probe_every", "sharpness_every")
 
 
 def paper_scale(cfg: Config) -> Config:

@@ -10,7 +10,7 @@ Everything here is meant to run in float64: pass float64 tensors.
 - Fact C.1 / Theorem 4.1: `normalize`, `bn_input_grad` (closed form), `bn_input_grad_autograd` (through
   `bnbook.norms.batch_norm_forward`), `thm41_sides` (both sides, both published coefficients c_m).
 - Theorem 4.2: `thm42_terms` (Hessian quadratic forms by double backward), `quad_form`, `hessian_block`,
-  `hessian_block_matvec`, `lanczos`, `mlp_head`, `network_head`.
+  `hessian_block_matvec`, `lanczos` (from `bnbook.probes`), `mlp_head`, `network_head`.
 - Observation 4.3: `bn_params_reproducing`, `bn_from_standard` (a BN network that computes exactly what a
   trained standard network computes).
 - Theorem 4.4: `thm44_sides`, `worst_case_inputs` (an input matrix that attains the bound).
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .norms import BatchNorm, batch_norm_forward
+from .probes import lanczos  # noqa: F401  (the book's one Lanczos, used by the training probes too)
 
 # ---------------------------------------------------------------------------------------------------
 # Fact C.1 and Theorem 4.1
@@ -303,35 +304,6 @@ def hessian_block_matvec(head: Callable[[Tensor], Tensor], z: Tensor, j: int) ->
         return hv[:, j].detach()
 
     return matvec
-
-
-def lanczos(
-    matvec: Callable[[Tensor], Tensor], dim: int, steps: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
-) -> tuple[Tensor, Tensor]:
-    """Ritz values (ascending) and Ritz vectors (columns) of a symmetric operator after `steps` Lanczos steps
-    with full reorthogonalization. Every Ritz value lies in [λ_min, λ_max] and the extreme ones converge
-    first; a negative Ritz value certifies, through its Ritz vector v (vᵀHv < 0), that H is not ⪰ 0."""
-    steps = min(steps, dim)
-    Q = torch.zeros(dim, steps, dtype=dtype)
-    alpha = torch.zeros(steps, dtype=dtype)
-    beta = torch.zeros(steps, dtype=dtype)
-    q = torch.randn(dim, generator=generator, dtype=dtype)
-    q = q / q.norm()
-    k = 0
-    for k in range(steps):
-        Q[:, k] = q
-        w = matvec(q)
-        alpha[k] = q @ w
-        w = w - Q[:, : k + 1] @ (Q[:, : k + 1].T @ w)
-        w = w - Q[:, : k + 1] @ (Q[:, : k + 1].T @ w)  # twice is enough
-        beta[k] = w.norm()
-        if k + 1 == steps or float(beta[k]) < 1e-12 * float(alpha[: k + 1].abs().max().clamp_min(1e-300)):
-            break
-        q = w / beta[k]
-    n = k + 1
-    Tm = torch.diag(alpha[:n]) + torch.diag(beta[: n - 1], 1) + torch.diag(beta[: n - 1], -1)
-    vals, vecs = torch.linalg.eigh(Tm)
-    return vals, Q[:, :n] @ vecs
 
 
 def mlp_head(

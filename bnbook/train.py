@@ -56,6 +56,7 @@ class Config:
     ics_layers: tuple[int, ...] = ()  # layers #i whose ICS (Definition 2.1) is measured
     landscape: tuple[float, ...] = ()  # step sizes, as multiples of lr, for the landscape probes
     random_direction: bool = False  # also probe along a random direction of the gradient's norm
+    sharpness_every: int = 0  # every N steps (a multiple of probe_every; 0: never), the Hessian's top eigenvalue
 
     def __post_init__(self) -> None:
         problems = []
@@ -65,7 +66,7 @@ class Config:
             problems.append(f"norm={self.norm!r} is not one of {NORMS}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             problems.append(f"lr={self.lr!r} must be a finite number > 0")
-        for name in ("steps", "eval_every", "probe_every"):
+        for name in ("steps", "eval_every", "probe_every", "sharpness_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)!r} must be an integer >= 0")
         for name in ("batch_size", "depth", "hidden", "train_size", "test_size"):
@@ -77,6 +78,9 @@ class Config:
             problems.append(f"arch={self.arch!r} is not one of {tuple(models.VGG_CONFIGS)}")
         if not self.width > 0 or self.init_std < 0:
             problems.append(f"width={self.width!r} must be > 0 and init_std={self.init_std!r} >= 0")
+        if self.sharpness_every and (not self.probe_every or self.sharpness_every % self.probe_every):
+            problems.append(f"sharpness_every={self.sharpness_every!r} must be a multiple of probe_every="
+                            f"{self.probe_every!r} (the sharpness probe runs at probe steps)")
         if any(not (m > 0 and math.isfinite(m)) for m in self.landscape):
             problems.append(f"landscape={self.landscape!r}: step-size multipliers must be finite and > 0")
         n_layers = self.num_layers()
@@ -219,7 +223,8 @@ def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor
     if cfg.act_layers:
         out.update(probes.activation_stats(model, x, cfg.act_layers))
     # ICS and both landscape probes start from the same gradient: computed once
-    base = probes.base_gradient(model, loss_fn, x, y) if cfg.ics_layers or cfg.landscape else None
+    shared = cfg.ics_layers or cfg.landscape or cfg.sharpness_every
+    base = probes.base_gradient(model, loss_fn, x, y) if shared else None
     if cfg.ics_layers:
         out.update(probes.ics(model, loss_fn, x, y, cfg.lr, cfg.ics_layers, base=base))
     if cfg.landscape:
@@ -227,6 +232,10 @@ def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor
         if cfg.random_direction:
             out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, "random", seed=step,
                                         prefix="rand", base=base))
+    if cfg.sharpness_every:  # at the probe steps in between: NaN, so that every probe row has the same keys
+        due = step % cfg.sharpness_every == 0
+        sharp = probes.sharpness(model, loss_fn, x, y, seed=step, base=base) if due else None
+        out.update(sharp or {k: np.float64(np.nan) for k in probes.SHARPNESS_KEYS})
     return out
 
 

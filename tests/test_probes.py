@@ -16,7 +16,8 @@ from test_train import TINY_VGG, assert_same_run
 def test_probes_do_not_change_the_trajectory(fake_cifar, norm):
     plain = dataclasses.replace(TINY_VGG, norm=norm, steps=6)
     probed = dataclasses.replace(
-        plain, probe_every=2, act_layers=(1, 8), ics_layers=(2, 5), landscape=(0.5, 2.0), random_direction=True
+        plain, probe_every=2, act_layers=(1, 8), ics_layers=(2, 5), landscape=(0.5, 2.0), random_direction=True,
+        sharpness_every=4,
     )
     a, b = train.train(plain), train.train(probed)
     for k in a.state:
@@ -30,6 +31,8 @@ def test_probes_do_not_change_the_trajectory(fake_cifar, norm):
     assert b.history["act8_unit_quantiles"].shape == (3, len(probes.QUANTILES))
     assert b.history["act8_values"].shape == (3, probes.N_SAMPLES)
     assert b.history["land_graddiff"].shape == (3, 2) and b.history["rand_loss"].shape == (3, 2)
+    # the sharpness probe at steps 0 and 4, NaN at the probe step between
+    assert np.isfinite(b.history["sharp_lmax"][[0, 2]]).all() and np.isnan(b.history["sharp_lmax"][1])
     assert_same_run(b, train.train(probed))  # probes themselves are deterministic
 
 
@@ -118,3 +121,38 @@ def test_a_shared_base_gradient_gives_the_same_probes(fake_cifar, norm):
         assert alone.keys() == shared.keys()
         for k in alone:
             np.testing.assert_array_equal(alone[k], shared[k], err_msg=k)
+
+
+def _flat_hessian(model, loss_fn, x, y):
+    """The exact Hessian of the training-mode loss w.r.t. every parameter, in float64, column by column."""
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
+    g = torch.cat([t.reshape(-1) for t in grads])
+    rows = [torch.cat([t.reshape(-1) for t in torch.autograd.grad(g[i], params, retain_graph=True)])
+            for i in range(g.numel())]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian(norm):
+    torch.manual_seed(0)
+    model = models.deep_linear(4, 3, norm, seed=1).double().train()
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    H = _flat_hessian(model, _dln_loss_fn, x, y)
+    np.testing.assert_allclose(H, H.T, rtol=1e-9, atol=1e-9)
+    evals, evecs = torch.linalg.eigh(H)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = probes.sharpness(model, _dln_loss_fn, x, y, steps=H.shape[0])  # a full Lanczos run is exact
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # running statistics too
+    assert s["sharp_lmax"] == pytest.approx(evals[-1].item(), rel=1e-8)
+    grads = torch.autograd.grad(_dln_loss_fn(model(x), y), list(model.parameters()))
+    g = torch.cat([t.reshape(-1) for t in grads])
+    assert s["sharp_grad"] == pytest.approx((g @ H @ g / (g @ g)).item(), rel=1e-8)
+    assert s["sharp_cos"] == pytest.approx(abs((g @ evecs[:, -1] / g.norm()).item()), rel=1e-6)
+    # few steps: a lower bound that is already close, as for the book's runs
+    few = probes.sharpness(model, _dln_loss_fn, x, y, steps=3)["sharp_lmax"]
+    assert few <= evals[-1].item() * (1 + 1e-9)
+
+
+def _dln_loss_fn(pred, target):
+    return train.squared_error(pred, target)

@@ -78,6 +78,7 @@ def test_dln_full_batch_gd_decreases_loss():
         (dict(batch_size=1024), "batch_size=1024 exceeds"),
         (dict(act_layers=(9,)), "layers are numbered 1..8"),
         (dict(landscape=(0.5, -1.0)), "multipliers"),
+        (dict(probe_every=4, sharpness_every=6), "sharpness_every=6 must be a multiple of probe_every=4"),
     ],
 )
 def test_bad_config_values_give_clear_errors(change, message):
