@@ -291,6 +291,13 @@ def landscape_per_probe(run: Run, quantity: str, prefix: str = "land") -> np.nda
     raise ValueError(f"unknown landscape quantity {quantity!r}; choose one of {LANDSCAPE_QUANTITIES}")
 
 
+def sharpness_steps(run: Run) -> np.ndarray:
+    """The probed steps at which the sharpness probe ran (`Config.sharpness_every`); empty if it never did."""
+    every = run.config.sharpness_every
+    steps = run.history["probe_step"]
+    return steps[steps % every == 0] if every and "sharp_lmax" in run.history else steps[:0]
+
+
 def probe_window(run: Run, since: int | None = None, until: int | None = None) -> np.ndarray:
     """Boolean mask of the probed steps s with since <= s < until (None: no bound on that side)."""
     steps = run.history["probe_step"]

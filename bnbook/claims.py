@@ -900,6 +900,81 @@ def larger_steps(vgg: dict[tuple[str, float], Sequence], since: int = LATE) -> C
                   "BN's layer-1 weight growth > 1.25× its growth at lr 0.1", [q[0] for q in quads], values)
 
 
+
+S4_EOS = "4.8 The edge of stability"
+EDGE_BAND = (1.0, 4.0)  # "at the edge": lr·λ_max within a factor 2 of the critical 2, on either side
+EOS_SINCE = {"vgg": LATE, "dln": 1000}  # the sharpness probes after the first (VGG: after the plateau)
+
+
+def lr_sharpness(run, key: str = "sharp_lmax", since: int | None = None) -> np.ndarray:
+    """lr × a curvature of the sharpness probe (`probes.sharpness`: "sharp_lmax", "sharp_grad") at the probe
+    steps where it ran, from step `since` on (default `EOS_SINCE` of the model; 0 for every one). A probe
+    that overflowed (NaN where the probe ran) counts as +inf; a run with no such probe is an error."""
+    from .analysis import sharpness_steps
+
+    since = EOS_SINCE[run.config.model] if since is None else since
+    steps = sharpness_steps(run)
+    steps = steps[steps >= since]
+    if len(steps) == 0:
+        raise ValueError(f"no sharpness probe from step {since} on in {run.config.label()}")
+    v = np.asarray(run.history[key], dtype=np.float64)[np.isin(run.history["probe_step"], steps)]
+    return run.config.lr * np.where(np.isfinite(v), v, np.inf)
+
+
+def _eos_configs(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[str, float], Sequence]) -> list[tuple[str, str, float, Sequence]]:
+    return [("VGG", n, lr, vgg[n, lr]) for lr in (0.1, 0.5) for n in ("none", "batch")] + [
+        ("DLN", n, lr, dln[n, lr]) for lr in (1e-6, 1e-7) for n in ("none", "batch")]
+
+
+def bn_at_edge_of_stability(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[str, float], Sequence]) -> Claim:
+    """Cohen et al. (2021): training raises the sharpness until lr·λ_max ≈ 2 and holds it there. For BN.
+
+    Per seed, for BN in the VGG (lr 0.1, 0.5) and the DLN (lr 1e-6, 1e-7): the median of lr·λ_max over the
+    sharpness probes from `EOS_SINCE` on lies in `EDGE_BAND` (within a factor 2 of the edge). The standard
+    networks' numbers are reported beside it (`values`), not tested.
+    """
+    holds, values = {}, {}
+    for net, n, lr, runs in _eos_configs(vgg, dln):
+        med = [float(np.median(lr_sharpness(r))) for r in runs]
+        name = f"{net} {_NORM_NAME[n]} lr {lr_text(lr)}"
+        values[f"median lr·λ_max, {name}"] = med
+        if n == "batch":
+            holds[f"{name}: in {EDGE_BAND[0]:g}-{EDGE_BAND[1]:g}"] = [EDGE_BAND[0] <= m <= EDGE_BAND[1] for m in med]
+    book = "median lr·λ_max: " + "; ".join(f"{k.split(', ', 1)[1]} {spread(v, '.2f')}" for k, v in values.items())
+    v, d = vgg["batch", 0.1], dln["batch", 1e-6]
+    return _claim(4, S4_EOS, "With BN, training holds the sharpness at the edge of stability: lr·λ_max ≈ 2",
+                  "not measured by Santurkar et al.; Cohen et al. (2021): the sharpness rises to 2/lr and hovers there "
+                  "(full-batch gradient descent)", book,
+                  f"{scale_of(v[0])}; {scale_of(d[0])}; the Hessian's top eigenvalue from step {EOS_SINCE['vgg']} (VGG), "
+                  f"{EOS_SINCE['dln']} (DLN) on", holds,
+                  f"the median of lr·λ_max over the sharpness probes lies in [{EDGE_BAND[0]:g}, {EDGE_BAND[1]:g}] "
+                  "(within 2× of the edge, 2), for each BN configuration",
+                  f"{seed_label(v)} (VGG), {seed_label(d)} (DLN) per configuration", values)
+
+
+def bn_lowers_sharpness(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[str, float], Sequence]) -> Claim:
+    """Santurkar et al.'s "smoother", measured as curvature: BN lowers the Hessian's top eigenvalue.
+
+    Per seed, at the learning rates of the paper's figures (VGG 0.1, DLN 1e-6): BN's median λ_max over the
+    sharpness probes from `EOS_SINCE` on is below the standard network's. Reversed: above it in both.
+    """
+    holds, reverse, values = {}, {}, {}
+    for net, ens, lr in (("VGG", vgg, 0.1), ("DLN", dln, 1e-6)):
+        pairs = paired(ens["none", lr], ens["batch", lr])
+        ratio = [float(np.median(lr_sharpness(b)) / np.median(lr_sharpness(s))) for s, b in pairs]
+        values[f"{net} median λ_max, BN / standard"] = ratio
+        holds[f"{net}: BN's lower"] = [r < 1 for r in ratio]
+        reverse[f"{net}: BN's higher"] = [r > 1 for r in ratio]
+    book = "median λ_max, BN / standard: " + "; ".join(f"{k.split(' ')[0]} {spread(v, '.3g')}" for k, v in values.items())
+    v, d = vgg["none", 0.1], dln["none", 1e-6]
+    return _claim(4, S4_EOS, "BN makes the landscape smoother in curvature: a lower top Hessian eigenvalue",
+                  "Santurkar et al.: smoother (effective β, Fig. 4c, 5); Ghorbani et al. (2019): BN removes the Hessian's "
+                  "outlier eigenvalues", book,
+                  f"{scale_of(v[0])}, lr 0.1; {scale_of(d[0])}, lr 1e-6; the sharpness probes from step "
+                  f"{EOS_SINCE['vgg']} (VGG), {EOS_SINCE['dln']} (DLN) on", holds,
+                  "BN's median λ_max < the standard network's", f"{seed_label(v)} (VGG), {seed_label(d)} (DLN) per "
+                  "configuration", values, reverse)
+
 # --- chapter 1: Ioffe & Szegedy's Fig. 1 (the sigmoid MLP) ---
 
 S1_FIG1 = "1.3 The evidence: Ioffe & Szegedy's Fig. 1, on CIFAR-10"

@@ -236,6 +236,18 @@ def channel_moments(run: Run, layer: int, channels: Sequence[int] = (0, 1, 2), a
 # --- chapter 4 ---
 
 
+def edge_of_stability(runs: Sequence[Run], ax: Axes, scale: str = "curvature") -> None:
+    """Dashed line at the edge of stability of each learning rate in `runs`: a curvature of 2/lr, or, with
+    `scale="lr"` (curvatures multiplied by lr), the value 2. Gradient descent on a quadratic with curvature
+    λ along its step diverges when lr·λ > 2; in practice training raises the sharpness until lr·λ_max ≈ 2
+    and then hovers there (Cohen et al. 2021)."""
+    if scale == "lr":
+        ax.axhline(2.0, color="k", ls="--", lw=0.8, alpha=0.7, label="2: edge of stability", zorder=1)
+        return
+    for i, lr in enumerate(sorted({r.config.lr for r in runs})):
+        ax.axhline(2 / lr, color="k", ls=(0, (4, 2 + 2 * i)), lw=0.8, alpha=0.7, label=f"2/lr, lr={lr:g}", zorder=1)
+
+
 def landscape_panels(runs: Sequence[Run], prefix: str = "land", axes: Sequence[Axes] | None = None,
                      log_loss: bool = True) -> Sequence[Axes]:
     """Santurkar et al.'s Fig. 4 for `runs`: (a) loss range, (b) gradient predictiveness, (c) effective β.
@@ -250,6 +262,8 @@ def landscape_panels(runs: Sequence[Run], prefix: str = "land", axes: Sequence[A
     for run in runs:
         h = run.history
         axes[2].plot(h["probe_step"], h[f"{prefix}_beta"], color=COLORS[run.config.norm], marker=".", label=label(run))
+    if prefix == "land":  # the edge concerns the direction the step takes, not a random one
+        edge_of_stability(runs, axes[2])
     axes[2].set_yscale("log")
     axes[2].set_xlabel("training step")
     axes[0].set_ylabel("loss $L(x_0 - \\eta d)$ (range over $\\eta$)")
@@ -296,8 +310,53 @@ def landscape_lines(runs: Sequence[Run], quantity: str, ax: Axes | None = None, 
     for run in runs:
         ax.plot(run.history["probe_step"], landscape_per_probe(run, quantity, prefix),
                 color=COLORS[run.config.norm], label=LABELS[run.config.norm], lw=1.0)
+    if quantity == "beta":
+        edge_of_stability(runs, ax)
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel({"loss_range": "loss range over $\\eta$", "graddiff": "max$_\\eta$ $\\|\\nabla L(x(\\eta)) - g\\|_2$",
                    "beta": "effective $\\beta$-smoothness"}[quantity])
+    return ax
+
+
+SHARPNESS_LINES = {  # what `sharpness_over_training` draws: history key → (label, line style)
+    "sharp_lmax": ("$\\lambda_{\\max}$ (top Hessian eigenvalue)", "-"),
+    "sharp_grad": ("$g^\\top H g/\\|g\\|^2$ (curvature along $g$)", "--"),
+    "land_beta": ("effective $\\beta$ (probes' secants)", ":"),
+}
+
+
+def sharpness_over_training(ensembles: Sequence[Sequence[Run]], ax: Axes | None = None,
+                            keys: Sequence[str] = tuple(SHARPNESS_LINES)) -> Axes:
+    """lr × each curvature in `keys` over training, one colour per ensemble (a normalization): the median
+    over the seeds as a line, every seed as faint dots, and the edge of stability at 2.
+
+    Only the probe steps where the sharpness probe ran (`Config.sharpness_every`) are drawn. A negative
+    curvature along g (the standard network's saddles) has no place on the log axis and is left out.
+    """
+    from .analysis import sharpness_steps
+
+    ax = ax or plt.gca()
+    for runs in ensembles:
+        cfg = runs[0].config
+        steps = sorted({int(t) for r in runs for t in sharpness_steps(r)})
+        for key in keys:
+            text, ls = SHARPNESS_LINES[key]
+            vals = np.full((len(runs), len(steps)), np.nan)  # a run that stopped early leaves NaN
+            for i, r in enumerate(runs):
+                at = np.isin(r.history["probe_step"], steps)
+                cols = np.searchsorted(steps, r.history["probe_step"][at])
+                vals[i, cols] = cfg.lr * np.asarray(r.history[key], dtype=np.float64)[at]
+            vals[~(vals > 0)] = np.nan
+            seen = np.isfinite(vals).any(axis=0)
+            med = np.full(len(steps), np.nan)
+            med[seen] = np.nanmedian(vals[:, seen], axis=0)
+            ax.plot(steps, med, color=COLORS[cfg.norm], ls=ls, lw=1.2, marker=".",
+                    label=f"{LABELS[cfg.norm]}: {text}")
+            for v in vals:
+                ax.plot(steps, v, color=COLORS[cfg.norm], ls="none", marker=".", ms=2.5, alpha=0.35)
+    edge_of_stability([r for runs in ensembles for r in runs], ax, scale="lr")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("lr × curvature")
     return ax

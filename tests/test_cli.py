@@ -54,8 +54,10 @@ def test_paper_command_end_to_end_at_a_tiny_scale(fake_cifar, tmp_path, monkeypa
     monkeypatch.setenv("BNBOOK_CACHE", str(tmp_path / "cache"))
     # the papers' scales, shrunk: the command and the chapters' lookup use the same paper_scale()
     monkeypatch.setattr(experiments, "PAPER_VGG", dataclasses.replace(
-        experiments.PAPER_VGG, width=0.0625, steps=6, train_size=256, test_size=128, eval_every=3, probe_every=3))
-    monkeypatch.setattr(experiments, "PAPER_DLN", dataclasses.replace(experiments.PAPER_DLN, steps=6, probe_every=3))
+        experiments.PAPER_VGG, width=0.0625, steps=6, train_size=256, test_size=128, eval_every=3, probe_every=3,
+        sharpness_every=3))
+    monkeypatch.setattr(experiments, "PAPER_DLN", dataclasses.replace(experiments.PAPER_DLN, steps=6, probe_every=3,
+                                                                                 sharpness_every=3))
     stop_at = {"step": 3}
     save = train._save_checkpoint
 
