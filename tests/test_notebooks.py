@@ -35,3 +35,15 @@ def test_notebook_is_committed_executed_without_errors(path):
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             assert out.output_type != "error", f"{path.name}: a cell failed: {out.get('ename')}: {out.get('evalue')}"
+
+
+@pytest.mark.parametrize("path", _toc_notebooks(), ids=lambda p: p.name)
+def test_every_figure_cell_has_its_figure_committed(path):
+    # a kernel that inherits MPLBACKEND=Agg draws nothing: each chapter's first cell selects the inline backend
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            kinds = {k for out in cell.get("outputs", []) for k in out.get("data", {})}
+            if "application/vnd.jupyter.widget-view+json" in kinds:  # an interactive explorer draws on demand
+                continue
+            assert "image/png" in kinds, f"{path.name}, cell {i}: plt.show() but no figure in the committed output"
