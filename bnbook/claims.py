@@ -185,6 +185,11 @@ def clears(value: float, threshold: float, band: float, above: bool = True) -> b
     return (value > threshold) if above else (value < threshold)
 
 
+def clears_ratio(ratio: float, threshold: float, above: bool = True) -> bool | None:
+    """`clears` for a ratio: above (or below) `threshold` by more than the factor `RATIO_BAND`, else None."""
+    return clears(float(np.log(ratio)), float(np.log(threshold)), float(np.log(RATIO_BAND)), above)
+
+
 def check(claim: Claim, expected: str) -> None:
     """Stop with the claim's numbers if its verdict is not `expected` (what the chapter's prose says)."""
     if claim.verdict != expected:
@@ -348,8 +353,7 @@ def distributions_alike(vgg: dict[tuple[str, float], Sequence], layers: tuple[in
     for layer in layers:
         for s0 in since:
             d = [(quantile_drift(s, layer, s0)[-1], quantile_drift(b, layer, s0)[-1]) for s, b in pairs]
-            holds[f"layer #{layer} from step {s0}"] = [clears(float(np.log(ds / db)), float(np.log(3)),
-                                                               float(np.log(RATIO_BAND)), above=False) for ds, db in d]
+            holds[f"layer #{layer} from step {s0}"] = [clears_ratio(ds / db, 3.0, above=False) for ds, db in d]
             values[f"drift #{layer} from {s0}, standard"] = [ds for ds, _ in d]
             values[f"drift #{layer} from {s0}, BN"] = [db for _, db in d]
     L, S = layers[-1], since
@@ -782,8 +786,7 @@ def vgg_landscape(vgg: dict[tuple[str, float], Sequence], quantity: str, since: 
     else:
         spikes = [r["max_ratio"] > 1.5 and r["spread_ratio"] > 1.5 for r in t]
         spike_test = "its worst probe and its spread > 1.5× BN's"
-    typical = [clears(float(np.log(r["ratio"])), 0.0, float(np.log(RATIO_BAND))) for r in t]
-    holds = {"typical: standard's median higher": typical, "spikes: removed by BN": spikes}
+    holds = {"typical: standard's median higher": [clears_ratio(r["ratio"], 1.0) for r in t], "spikes: removed by BN": spikes}
     reverse = {"BN rougher: median and worst probe": [r["ratio"] < 1 and r["max_ratio"] < 1 for r in t]}
     values = {"median, standard / BN": [r["ratio"] for r in t], "worst probe, standard / BN": [r["max_ratio"] for r in t],
               "spread, standard / BN": [r["spread_ratio"] for r in t]}
@@ -937,6 +940,14 @@ def _eos_configs(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[str, fl
         ("DLN", n, lr, dln[n, lr]) for lr in (1e-6, 1e-7) for n in ("none", "batch")]
 
 
+def _eos_scope(vgg_runs: Sequence, dln_runs: Sequence, lrs: tuple[float, float] | None = None) -> tuple[str, str]:
+    """(scale, seeds) of a §4.8 claim resting on a VGG and a DLN ensemble; `lrs`: their learning rates, if one each."""
+    at = [f", lr {lr_text(lr)}" for lr in lrs] if lrs else ["", ""]
+    scale = (f"{scale_of(vgg_runs[0])}{at[0]}; {scale_of(dln_runs[0])}{at[1]}; the sharpness probes from step "
+             f"{EOS_SINCE['vgg']} (VGG), {EOS_SINCE['dln']} (DLN) on")
+    return scale, f"{seed_label(vgg_runs)} (VGG), {seed_label(dln_runs)} (DLN) per configuration"
+
+
 def bn_at_edge_of_stability(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[str, float], Sequence]) -> Claim:
     """Cohen et al. (2021): training raises the sharpness until lr·λ_max ≈ 2 and holds it there. For BN.
 
@@ -952,15 +963,12 @@ def bn_at_edge_of_stability(vgg: dict[tuple[str, float], Sequence], dln: dict[tu
         if n == "batch":
             holds[f"{name}: in {EDGE_BAND[0]:g}-{EDGE_BAND[1]:g}"] = [EDGE_BAND[0] <= m <= EDGE_BAND[1] for m in med]
     book = "median lr·λ_max: " + "; ".join(f"{k.split(', ', 1)[1]} {spread(v, '.2f')}" for k, v in values.items())
-    v, d = vgg["batch", 0.1], dln["batch", 1e-6]
+    scale, seeds = _eos_scope(vgg["batch", 0.1], dln["batch", 1e-6])
     return _claim(4, S4_EOS, "With BN, training holds the sharpness at the edge of stability: lr·λ_max ≈ 2",
                   "not measured by Santurkar et al.; Cohen et al. (2021): the sharpness rises to 2/lr and hovers there "
-                  "(full-batch gradient descent)", book,
-                  f"{scale_of(v[0])}; {scale_of(d[0])}; the Hessian's top eigenvalue from step {EOS_SINCE['vgg']} (VGG), "
-                  f"{EOS_SINCE['dln']} (DLN) on", holds,
+                  "(full-batch gradient descent)", book, scale, holds,
                   f"the median of lr·λ_max over the sharpness probes lies in [{EDGE_BAND[0]:g}, {EDGE_BAND[1]:g}] "
-                  "(within 2× of the edge, 2), for each BN configuration",
-                  f"{seed_label(v)} (VGG), {seed_label(d)} (DLN) per configuration", values)
+                  "(within 2× of the edge, 2), for each BN configuration", seeds, values)
 
 
 def bn_lowers_sharpness(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[str, float], Sequence]) -> Claim:
@@ -975,18 +983,15 @@ def bn_lowers_sharpness(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[
         pairs = paired(ens["none", lr], ens["batch", lr])
         ratio = [float(np.median(lr_sharpness(b)) / np.median(lr_sharpness(s))) for s, b in pairs]
         values[f"{net} median λ_max, BN / standard"] = ratio
-        holds[f"{net}: BN's lower"] = [clears(float(np.log(r)), 0.0, float(np.log(RATIO_BAND)), above=False) for r in ratio]
-        reverse[f"{net}: BN's higher"] = [clears(float(np.log(r)), 0.0, float(np.log(RATIO_BAND))) for r in ratio]
+        holds[f"{net}: BN's lower"] = [clears_ratio(r, 1.0, above=False) for r in ratio]
+        reverse[f"{net}: BN's higher"] = [clears_ratio(r, 1.0) for r in ratio]
     book = "median λ_max, BN / standard: " + "; ".join(f"{k.split(' ')[0]} {spread(v, '.3g')}" for k, v in values.items())
-    v, d = vgg["none", 0.1], dln["none", 1e-6]
+    scale, seeds = _eos_scope(vgg["none", 0.1], dln["none", 1e-6], lrs=(0.1, 1e-6))
     return _claim(4, S4_EOS, "BN makes the landscape smoother in curvature: a lower top Hessian eigenvalue",
                   "Santurkar et al.: smoother (effective β, Fig. 4c, 5); Ghorbani et al. (2019): BN removes the Hessian's "
-                  "outlier eigenvalues", book,
-                  f"{scale_of(v[0])}, lr 0.1; {scale_of(d[0])}, lr 1e-6; the sharpness probes from step "
-                  f"{EOS_SINCE['vgg']} (VGG), {EOS_SINCE['dln']} (DLN) on", holds,
+                  "outlier eigenvalues", book, scale, holds,
                   f"BN's median λ_max < the standard network's, by more than a factor {RATIO_BAND:g} (within it: "
-                  "undecided)", f"{seed_label(v)} (VGG), {seed_label(d)} (DLN) per "
-                  "configuration", values, reverse)
+                  "undecided)", seeds, values, reverse)
 
 # --- chapter 1: Ioffe & Szegedy's Fig. 1 (the sigmoid MLP) ---
 
