@@ -49,7 +49,7 @@ def paper_scale(cfg: Config) -> Config:
 # (standard vs BN at lr 0.1 and 0.5, noisy BN, and the standard network with noise) and chapter 1's MLP use 5
 # seeds; every other training configuration 3. (A condition is decided by the 95% confidence interval of its mean
 # over the seeds, `claims.Condition`: with 3 seeds Student's t is 4.30, with 5 it is 2.78. The MLP and the noise
-# runs are the cheapest, 25-30 s each; the DLN's take up to 100 s, and their claims clear their thresholds by far.)
+# runs are the cheapest, 25-30 s each; the DLN's take up to 100 s, and CI trains them only once, see .ci/same_bits.py.)
 HEADLINE_SEEDS = (0, 1, 2, 3, 4)
 SEEDS = (0, 1, 2)
 HEADLINE = {("none", 0.1), ("batch", 0.1), ("none", 0.5), ("batch", 0.5), ("noisy", 0.1), ("noise", 0.1)}  # VGG (norm, lr)

@@ -76,7 +76,8 @@ def test_decide_follows_its_rule():
 
 
 def test_a_condition_is_decided_on_the_ensemble_by_the_confidence_interval_of_its_mean():
-    assert claims.t975(2) == 4.303 and claims.t975(4) == 2.776 and claims.t975(100) == 1.96
+    assert claims.t975(2) == 4.303 and claims.t975(4) == 2.776
+    assert abs(claims.t975(30) - 2.042) < 1e-3 and abs(claims.t975(60) - 2.000) < 1e-3
     with pytest.raises(ValueError, match="2 seeds"):
         claims.t975(0)
     # margins 1, 2, 3: mean 2, sd 1; the 95% interval is 2 ± 4.303/sqrt(3): it contains 0, undecided
@@ -160,6 +161,20 @@ def test_check_accepts_a_run_that_differs_from_the_committed_record_only_in_unde
     assert stated.line().endswith("-> reproduced") and "the chapter states: reproduced" in stated.report()
     assert "verdict: reproduced" in claims.table([stated], html=False) and "this run: not robust" in claims.table([stated])
     assert claims.summary([stated]) == {"reproduced": 1}
+    assert stated.basis == committed.conditions
+    # recorded over the committed file (as the README's test command does), it still carries the first basis:
+    # a third run is compared with that, not with the second
+    claims.record(3, [stated])
+    (back,) = claims.load()
+    assert back.basis == committed.conditions and back.conditions == other.conditions
+    assert claims.check(other, "reproduced").basis == committed.conditions
+    # the same decisions with the mean margin moved by many seed standard deviations: another experiment
+    v = _vgg_ensembles()
+    v["batch", 0.1] = [_run("batch", 0.1, i, 0.95, t) for i, t in enumerate((0.95, 0.9, 0.95, 0.9, 0.92))]
+    moved = claims.bn_trains_faster(v)
+    assert moved.verdict == "reproduced" and claims.shift(moved.conditions["lr 0.1"], committed.conditions["lr 0.1"]) > 5
+    with pytest.raises(AssertionError, match="moved by"):
+        claims.check(moved, "reproduced")
     # a machine where BN loses at lr 0.1 contradicts the record (holds there, fails here): the check stops
     lost = claims.bn_trains_faster(_vgg_ensembles(bn_test=(0.2, 0.2, 0.21, 0.2, 0.2)))
     assert lost.conditions["lr 0.1"].decision is False
