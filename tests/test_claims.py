@@ -141,9 +141,11 @@ def test_a_claim_over_seeds_counts_every_seed_and_keeps_its_numbers(tmp_path, mo
         claims.check(worse, "reproduced")
     # values and conditions survive the round trip through the chapter's file; the nbval text has no numbers
     monkeypatch.setenv("BNBOOK_CLAIMS", str(tmp_path))
+    worse = claims.check(worse, "not robust")
     claims.record(3, [worse])
     (back,) = claims.load()
     assert back.conditions == worse.conditions and back.values == worse.values and back.rule == worse.rule
+    assert back.basis == worse.conditions and back.stated == "not robust"
     text = claims.table([back], html=False)
     assert "seeds: 5 seeds" in text and "rule: conditions:" in text and back.book not in text
 
@@ -183,6 +185,12 @@ def test_check_accepts_a_run_that_differs_from_the_committed_record_only_in_unde
     # and a verdict the committed record does not state is not accepted through it either
     with pytest.raises(AssertionError, match="no committed record"):
         claims.check(other, "partly")
+    # a chapter that restates its verdict (here: to what this run shows) starts a new basis, this run's
+    restated = claims.check(other, "not robust")
+    assert restated.basis == other.conditions
+    # a claim whose check failed (or never ran) is not recorded: it would become the next run's reference
+    with pytest.raises(ValueError, match="not checked"):
+        claims.record(3, [lost])
 
 
 def test_a_diverged_run_counts_as_not_training():
