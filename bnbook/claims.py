@@ -307,16 +307,20 @@ def reference(claim: Claim) -> Claim | None:
 # over the two ensembles), before the run counts as another experiment rather than another machine. A machine
 # moves an ensemble's mean as a new draw of its seeds does: by about sd * sqrt(2/n), 0.6-0.8 sd for 3-5 seeds;
 # measured between the two float configurations here, the largest move (Welch's t) was 2.3 standard errors of
-# 94 conditions. 5 sd is about 6-8 standard errors of the difference.
+# 94 conditions. 5 sd is about 6-8 standard errors of the difference. The sd has a floor of a tenth of the
+# committed mean margin: where every seed lands alike (a cosine of 0.99999 +- 1e-6 against a threshold of 0.99), the
+# seeds' sd says nothing about what another CPU's rounding does, and a move of less than half the margin by which
+# the committed run cleared its threshold is no sign of another experiment.
 SHIFT_LIMIT = 5.0
 
 
 def shift(live: Condition, ref: Condition) -> float:
-    """|mean margin of `live` - that of `ref`| in seed standard deviations (pooled); 0 where either is not finite."""
+    """|mean margin of `live` - that of `ref`| in seed standard deviations (pooled, at least a tenth of `ref`'s mean
+    margin: see `SHIFT_LIMIT`); 0 where either is not finite or has a single seed."""
     a, b = np.asarray(live.margins), np.asarray(ref.margins)
     if not (np.isfinite(a).all() and np.isfinite(b).all()) or len(a) < 2 or len(b) < 2:
         return 0.0
-    sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    sd = max(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2), abs(b.mean()) / 10)
     diff = abs(a.mean() - b.mean())
     return float(diff / sd) if sd > 0 else (0.0 if diff <= 1e-12 * max(1.0, abs(b.mean())) else float("inf"))
 

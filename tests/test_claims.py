@@ -177,6 +177,10 @@ def test_check_accepts_a_run_that_differs_from_the_committed_record_only_in_unde
     assert moved.verdict == "reproduced" and claims.shift(moved.conditions["lr 0.1"], committed.conditions["lr 0.1"]) > 5
     with pytest.raises(AssertionError, match="moved by"):
         claims.check(moved, "reproduced")
+    # where every seed lands alike, a move of under half the committed margin does not count (the sd's floor)
+    tight = claims.above([0.99999, 0.999991, 0.999989], 0.99)
+    assert claims.shift(claims.above([0.99998, 0.999979, 0.999981], 0.99), tight) < 0.1
+    assert claims.shift(claims.above([0.9999] * 3, 0.99), tight) == pytest.approx(0.00009 / 0.000999, rel=1e-3)
     # a machine where BN loses at lr 0.1 contradicts the record (holds there, fails here): the check stops
     lost = claims.bn_trains_faster(_vgg_ensembles(bn_test=(0.2, 0.2, 0.21, 0.2, 0.2)))
     assert lost.conditions["lr 0.1"].decision is False
