@@ -142,11 +142,11 @@ def record(chapter: int, claims: list[Claim]) -> Path:
     return path
 
 
-def load(folder: Path | None = None) -> list[Claim]:
-    """Every recorded claim in `folder` (default `claims_dir()`), by chapter and in each chapter's order; a
-    chapter with no file is skipped."""
+def load(folder: Path | None = None, chapters: Sequence[int] | None = None) -> list[Claim]:
+    """Every recorded claim in `folder` (default `claims_dir()`) of `chapters` (default: all), by chapter and in
+    each chapter's order; a chapter with no file is skipped."""
     out: list[Claim] = []
-    for chapter in sorted(NOTEBOOKS):
+    for chapter in sorted(NOTEBOOKS if chapters is None else chapters):
         path = (folder or claims_dir()) / f"chapter{chapter}.json"
         if path.exists():
             out += [Claim(**d) for d in json.loads(path.read_text())]
@@ -300,7 +300,7 @@ def all_of(*conditions: Condition) -> Condition:
 
 def reference(claim: Claim) -> Claim | None:
     """The committed record of `claim` (same chapter and text, in `REFERENCE_DIR`), or None."""
-    return next((c for c in load(REFERENCE_DIR) if (c.chapter, c.claim) == (claim.chapter, claim.claim)), None)
+    return next((c for c in load(REFERENCE_DIR, [claim.chapter]) if c.claim == claim.claim), None)
 
 
 # How far a condition's mean margin may move from the committed record's, in seed standard deviations (pooled
