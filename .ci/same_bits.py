@@ -3,8 +3,8 @@ and only if that configuration computes them bit for bit as the first one did (e
 
     python .ci/same_bits.py FIRST_CACHE SECOND_CACHE   (run with the second configuration's environment)
 
-The deep linear network multiplies 10 x 10 matrices: ATen and oneDNN take the same code path for them with
-or without the AVX2 restriction, so its runs come out bit-identical under both (measured: every DLN run of the
+The deep linear network multiplies 10 x 10 matrices: ATen and oneDNN take the same code path for them under
+either second configuration (.ci/second_configuration), so its runs come out bit-identical (measured: every DLN run of the
 book). Retraining them would cost CI a quarter of an hour for no new information. The MLP is checked too: on
 the development machine its runs end at the same accuracies under both, but not in the same bits, so the
 chapters retrain it there. This script proves the premise on this machine instead of assuming it: it trains a short run of

@@ -134,6 +134,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_cache(args: argparse.Namespace) -> int:
     from .results import cache_dir
 
+    if args.chapter and not args.fill or args.model and not args.fill:
+        raise ValueError("--chapter and --model choose the runs of --fill; add --fill")
+    if args.fill:
+        return _fill_cache(args.chapter, args.model)
     files = sorted(cache_dir().glob("*.npz"))
     if args.clear:
         for f in files:
@@ -143,6 +147,22 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         for f in files:
             print(f"{f.stat().st_size / 1e6:7.1f} MB  {f.name}")
         print(f"{len(files)} cached runs in {cache_dir()}")
+    return 0
+
+
+def _fill_cache(chapters: list[int] | None, models: list[str] | None) -> int:
+    """Train the book's runs that the cache lacks (every chapter's, or `chapters`', of `models`), one per core."""
+    from . import experiments
+    from .results import cache_dir, find_run, get_runs
+
+    configs = experiments.all_runs() if not chapters else list(dict.fromkeys(
+        c for ch in chapters for c in experiments.chapter_runs(ch)))
+    configs = [c for c in configs if not models or c.model in models]
+    missing = [c for c in configs if find_run(c) is None]
+    print(f"{len(configs) - len(missing)} of {len(configs)} runs already cached in {cache_dir()}; training {len(missing)}",
+          flush=True)
+    get_runs(missing)
+    print(f"all {len(configs)} runs cached")
     return 0
 
 
@@ -195,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     p.set_defaults(func=_cmd_data)
 
-    p = sub.add_parser("cache", help="list (or --clear) the cached runs")
+    p = sub.add_parser("cache", help="list (or --clear) the cached runs; --fill trains the book's missing runs")
     p.add_argument("--clear", action="store_true")
+    p.add_argument("--fill", action="store_true", help="train every run of the book (or of --chapter) that the cache "
+                   "lacks, one per core, so that the chapters then open without training")
+    p.add_argument("--chapter", type=int, action="append", help="--fill: only this chapter's runs (repeatable)")
+    p.add_argument("--model", choices=("vgg", "mlp", "dln"), action="append", help="--fill: only this model's runs "
+                   "(repeatable)")
     p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("bench", help="book-scale steps vs plain PyTorch anchors (VGG with nn.BatchNorm2d and "

@@ -1291,6 +1291,85 @@ def mlp_not_by_drift(mlp: dict[str, Sequence]) -> Claim:
                   "network's final accuracy, the standard network's percentiles have covered >= 20% of their travel", runs, {"share of drift covered, %": [100 * v for v in _col(st, "moved_early")]})
 
 
+# --- chapter 5: Section 4's theory on trained networks (Santurkar et al. Theorems 4.1, 4.2, Lemma 4.5) ---
+
+S5_41 = "Theorem 4.1 on the layers of a trained VGG"
+S5_42 = "Theorem 4.2 on the trained VGG"
+S5_45 = "5.7 Lemma 4.5: a ray of minima, closer to the initialization"
+
+
+def bn_gradient_smaller(runs: Sequence, stats: Sequence[dict]) -> Claim:
+    """The reading of Theorem 4.1 that BN makes the gradient smaller (γ²/σ² small, "σ_j typically large", and two
+    components removed). `stats`: `theory.thm41_on_network` of each run. Per seed: every BN layer's median
+    ‖∂L̂/∂y_j‖²/‖g‖² (the network's own backward pass) below 1; reversed if every layer's is above 1."""
+    lo, hi = [min(s["shrink"]) for s in stats], [max(s["shrink"]) for s in stats]
+    values = {"|dL/dy|^2/|g|^2, lowest layer": lo, "|dL/dy|^2/|g|^2, highest layer": hi,
+              "gamma^2/sigma^2, lowest layer": [min(s["scale"]) for s in stats],
+              "gamma^2/sigma^2, highest layer": [max(s["scale"]) for s in stats],
+              "removed share of |g|^2, highest layer": [max(s["removed"]) for s in stats]}
+    book = (f"median |dL/dy|^2/|g|^2 per layer from {spread(lo, '.2f')} (lowest layer) to {spread(hi, '.2f')} (highest); "
+            f"median gamma^2/sigma^2 per layer {spread(values['gamma^2/sigma^2, lowest layer'], '.2f')} to "
+            f"{spread(values['gamma^2/sigma^2, highest layer'], '.2f')}; removed components at most "
+            f"{spread(values['removed share of |g|^2, highest layer'], '.1e')} of |g|^2")
+    return _claim(5, S5_41, "BN makes the gradient smaller: it scales it by gamma^2/sigma^2 (sigma_j typically large) and "
+                  "removes two components", "reading of Theorem 4.1: sigma_j is typically large", book,
+                  f"{scale_of(runs[0])}; one batch of {stats[0]['batch']}, float64",
+                  {"every layer's median below 1": below(hi, 1.0, log=True)},
+                  "every BN layer's median (over its channels) |dL/dy_j|^2/|g|^2 below 1, the network's own gradients",
+                  runs, values, reverse={"every layer's median above 1": above(lo, 1.0, log=True)})
+
+
+def bn_curvature_reduced(runs: Sequence, stats: Sequence[dict[int, dict]]) -> Claim:
+    """Theorem 4.2's smoothing reading on a trained network: BN's curvature along its gradient G is below
+    γ²/σ² GᵀHG. `stats`: `theory.thm42_on_network` of each run (ε = 0 at the probed layer).
+    Per seed: at each probed layer, more than half of the channels have it reduced."""
+    layers = sorted(stats[0])
+    values = {f"share reduced, layer #{k}": [s[k]["reduced"] for s in stats] for k in layers}
+    values |= {f"share <g_hat,y_hat> > 0, layer #{k}": [s[k]["pos"] for s in stats] for k in layers}
+    values |= {f"v'Hv/lambda_max, layer #{k}": [s[k]["cert"] for s in stats] for k in layers}
+    holds = {f"layer #{k}: most channels": above(values[f"share reduced, layer #{k}"], 0.5) for k in layers}
+    negative, n = sum(s[layers[0]]["cert"] < 0 for s in stats), stats[0][layers[0]]["channels"]
+    book = ("curvature along the gradient reduced on " + ", ".join(
+        f"{spread(values[f'share reduced, layer #{k}'], '.0f', 100)}% (layer #{k})" for k in layers)
+        + f" of {n} channels; H not PSD (a negative v'Hv) after layer #{layers[0]} on {negative} of {len(stats)} seeds")
+    return _claim(5, S5_42, "BN reduces the curvature along the gradient in a trained network (the theorem's smoothing reading)",
+                  "conditions: H PSD and <y_hat, g_hat> > 0", book,
+                  f"{scale_of(runs[0])}; one batch of {stats[0][layers[0]]['batch']}, eps = 0 at the probed layer, float64",
+                  holds, "at each of layers " + ", ".join(f"#{k}" for k in layers) + ", the curvature along the gradient "
+                  f"G'H_hat G below gamma^2/sigma^2 G'HG on more than half of {n} channels", runs, values)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().reshape(-1).double(), b.detach().reshape(-1).double()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def ray_closer(runs: Sequence) -> Claim:
+    """Lemma 4.5 on a trained network: the ray {k W*} brings the trained weights closer to the initialization W₀,
+    which needs ⟨W₀, W*⟩ > 0. Per seed (`runs`: standard networks; W₀ rebuilt from the seed): the smallest cosine
+    between W₀ and W* over the conv layers is above 0. The share of ‖W₀ − W*‖² the ray saves is reported."""
+    from .theory import ray_on_network
+    from .train import build_model
+
+    cos, lo, hi = [], [], []
+    for r in runs:
+        init, trained = build_model(r.config), r.model()
+        layer_cos = [_cosine(b0.layer.weight, b1.layer.weight) for b0, b1 in zip(init.blocks, trained.blocks, strict=True)]
+        # the lemma (and `ray_distance`) applies only where <W0, W*> > 0: elsewhere there is no share to report
+        shares = [d.gain / d.dist2_point for d in ray_on_network(init, trained)] if min(layer_cos) > 0 else [np.nan]
+        cos.append(min(layer_cos))
+        lo.append(min(shares))
+        hi.append(max(shares))
+    values = {"min cos(W0, W*) over layers": cos, "share saved, lowest layer": lo, "share saved, highest layer": hi}
+    return _claim(5, S5_45, "The ray brings the trained weights closer to the initialization", "Lemma 4.5 (for a minimum W*)",
+                  f"smallest cos(W0, W*) over the conv layers {spread(cos, '.3f')}; the ray saves {spread(lo, '.1f', 100)}% "
+                  f"(lowest layer) to {spread(hi, '.1f', 100)}% (highest) of |W0 - W*|^2 (W* = weights after "
+                  f"{runs[0].config.steps} steps, not a minimum)", scale_of(runs[0]),
+                  {"<W0, W*> > 0 in every layer": above(cos, 0.0)},
+                  "<W0, W*> > 0 in every conv layer (the lemma's condition; then the ray's closest point is closer to W0 than W*)",
+                  runs, values)
+
+
 # --- what varies between machines: the claims of two float configurations, side by side ---
 
 SECOND_DIR = REFERENCE_DIR / "avx2"  # the chapters re-executed with the AVX2 kernels (see `.ci/run`), committed

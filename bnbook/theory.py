@@ -16,13 +16,15 @@ Everything here is meant to run in float64: pass float64 tensors.
 - Theorem 4.4: `thm44_sides`, `worst_case_inputs` (an input matrix that attains the bound).
 - Lemma 4.5: `ray_distance`, `bn_regression_loss`, `least_squares`.
 - Real networks: `record_bn_layers` (x, y, g, ∂L̂/∂y, ∂L̂/∂W at every BN layer of a model on one batch),
-  `network_head` (a network split at one BN layer, for Theorem 4.2).
+  `network_head` (a network split at one BN layer, for Theorem 4.2); what a trained network shows, per seed:
+  `thm41_on_network`, `thm42_on_network`, `ray_on_network`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -206,6 +208,11 @@ class Thm42:
     @property
     def scale(self) -> float:
         return self.gamma**2 / self.sigma**2
+
+    @property
+    def size(self) -> float:
+        """The natural scale of both sides, |γ²/σ² GᵀHG| + |γ²/σ² ⟨ĝ, ŷ⟩‖G‖²/(mγ)|: what errors are measured against."""
+        return abs(self.scale * self.quad_H_G) + abs(self.scale * self.ghat_dot_yhat * self.G_sq / (self.m * self.gamma))
 
     @property
     def rhs(self) -> float:
@@ -662,3 +669,76 @@ def network_head(
         norm.bias.detach().clone(),
         norm.eps if eps is None else eps,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The results on a trained network: what `bnbook.claims` decides over an ensemble of seeds
+# ---------------------------------------------------------------------------------------------------
+
+
+def thm41_on_network(model: nn.Module, x: Tensor, labels: Tensor) -> dict[str, list[float]]:
+    """Theorem 4.1's factors in every BN layer of a trained network, on one batch (float64, training mode, the
+    layers' own ε), as medians over each layer's channels, one entry per BN layer in order:
+
+    `shrink` = ‖∂L̂/∂y_j‖²/‖g‖² (the network's own backward pass: what BN does to the gradient), `scale` =
+    γ_j²/σ_j² (the theorem's factor), `removed` = the share of ‖g‖² along 1 plus the share along ŷ_j, and `pos`,
+    the share of channels with ⟨g, ŷ_j⟩ = ∂L̂/∂γ_j > 0 (one of Theorem 4.2's conditions); `batch`: len(x).
+    """
+    out: dict = {"batch": len(x), "layer": [], "shrink": [], "scale": [], "removed": [], "pos": []}
+    for rec in record_bn_layers(model, x, labels):
+        y, g, gy = rec.columns()
+        r = thm41_sides(g, y, rec.gamma, rec.eps, grad_y=gy)
+        out["layer"].append(rec.index)
+        out["shrink"].append(float((r.lhs / r.g_sq).median()))
+        out["scale"].append(float(r.scale.median()))
+        out["removed"].append(float((r.mean_term / r.g_sq).median() + (r.yhat_term / r.g_sq).median()))
+        out["pos"].append(float(((normalize(y, rec.eps)[0] * g).sum(0) > 0).double().mean()))
+    return out
+
+
+def thm42_on_network(model: nn.Module, x: Tensor, labels: Tensor, layers: Sequence[int] = (7, 8), channels: int = 16,
+                     spectra: int = 2, lanczos_steps: int = 30) -> dict[int, dict[str, float]]:
+    """Theorem 4.2 at the BN layers `layers` of a trained network, on one batch (float64, training mode), with
+    ε = 0 at the probed layer so that the identity is exact, for its first `channels` channels.
+
+    Per layer: `err`, the identity's largest error relative to `Thm42.size`; `var_err`, the γ/(mσ²) transcription's
+    median error; `pos`, the share of channels with ⟨ĝ, ŷ⟩ > 0 (the theorem's second condition); `reduced`, the share
+    whose curvature along the gradient is below γ²/σ² GᵀHG (the theorem's conclusion); `gs`, the median γ/σ;
+    and, from `lanczos_steps` Lanczos steps on the (m, m) Hessian block H_jj of each of the first `spectra` channels,
+    `low` = the smallest Ritz value over the largest and `cert` = vᵀHv/λ_max for the lowest Ritz vector v,
+    recomputed directly (negative: a certificate that H is not ⪰ 0, the theorem's first condition); `m`, the
+    rows per channel; `channels`; `batch`, len(x).
+    """
+    out = {}
+    for layer in layers:
+        y, head, gamma, beta, eps = network_head(model, layer, x, labels, eps=0.0)
+        rs = [thm42_terms(head, y, j, gamma, beta, eps) for j in range(channels)]
+        z = batch_norm_forward(y, gamma, beta, eps)
+        found = []
+        for j in range(spectra):
+            gen = torch.Generator().manual_seed(j)
+            vals, vecs = lanczos(hessian_block_matvec(head, z, j), z.shape[0], lanczos_steps, gen)
+            d = torch.zeros_like(z)
+            d[:, j] = vecs[:, 0]
+            (certificate,) = quad_form(head, z, [d])  # v'Hv for the lowest Ritz vector, recomputed directly
+            found.append((float(vals[0]), float(vals[-1]), certificate))
+        out[layer] = dict(
+            err=max(abs(r.quad_bn - r.rhs) / r.size for r in rs),
+            var_err=statistics.median(abs(r.quad_bn - r.rhs_variant) / r.size for r in rs),
+            pos=sum(r.ghat_dot_yhat > 0 for r in rs) / len(rs),
+            reduced=sum(r.quad_bn < r.scale * r.quad_H_G for r in rs) / len(rs),
+            gs=statistics.median(r.gamma / r.sigma for r in rs),
+            low=min(lo / hi for lo, hi, _ in found),
+            cert=min(c / hi for _, hi, c in found),
+            m=y.shape[0],
+            channels=channels,
+            batch=len(x),
+        )
+    return out
+
+
+def ray_on_network(initial: nn.Module, trained: nn.Module) -> list[RayDistance]:
+    """Lemma 4.5 layer by layer: the distance from each block's initial weights W₀ to its trained W* and to the
+    ray through W* (`ray_distance`; a layer with ⟨W₀, W*⟩ ≤ 0 raises, since the lemma does not apply)."""
+    return [ray_distance(b0.layer.weight.detach(), b1.layer.weight.detach())
+            for b0, b1 in zip(initial.blocks, trained.blocks, strict=True)]

@@ -204,3 +204,38 @@ def test_a_diverged_run_counts_as_not_training():
     assert c.verdict == "reproduced" and "1 of 5 diverged" in c.book
     v["none", 0.5][1] = _run("none", 0.5, 1, 0.35, 0.36)  # one seed that trains
     assert claims.standard_stuck_at_05(v).verdict == "not robust"
+
+
+def test_chapter5_claims_decide_the_trained_networks_over_seeds():
+    runs = [_run("batch", 0.1, s, 0.5, 0.5) for s in range(5)]
+    larger = [{"batch": 128, "shrink": [1.3 + 0.1 * s, 2.0], "scale": [1.3, 2.0], "removed": [1e-5, 1e-4],
+               "pos": [0.5, 0.5]} for s in range(5)]
+    c = claims.bn_gradient_smaller(runs, larger)
+    assert c.verdict == "reversed" and c.values["|dL/dy|^2/|g|^2, lowest layer"][4] == pytest.approx(1.7)
+    mixed = [dict(st, shrink=[0.5 if s % 2 else 1.5, 2.0]) for s, st in enumerate(larger)]
+    assert claims.bn_gradient_smaller(runs, mixed).verdict == "not reproduced"  # neither every layer smaller, nor larger
+    def curv(r7, r8):
+        return [{k: {"reduced": r, "pos": r, "cert": -0.02, "batch": 128, "channels": 16} for k, r in ((7, r7[s]), (8, r8[s]))}
+                for s in range(5)]
+    assert claims.bn_curvature_reduced(runs, curv([0.75] * 5, [0.7] * 5)).verdict == "reproduced"
+    assert claims.bn_curvature_reduced(runs, curv([0.75] * 5, [0.25] * 5)).verdict == "partly"
+    noisy = claims.bn_curvature_reduced(runs, curv([0.75] * 5, [0.3, 0.7, 0.5, 0.6, 0.4]))
+    assert noisy.verdict == "not robust" and "H not PSD (a negative v'Hv) after layer #7 on 5 of 5 seeds" in noisy.book
+
+
+def test_ray_closer_rebuilds_the_initialization_from_the_seed():
+    from bnbook.train import build_model
+
+    cfg = dataclasses.replace(BOOK_VGG, width=1 / 32)
+    runs = []
+    for s in range(3):
+        c = dataclasses.replace(cfg, seed=s)
+        trained = {k: 1.5 * v for k, v in build_model(c).state_dict().items()}  # W* = 1.5 W0: the ray passes through W0
+        runs.append(Run(c, {}, {"status": "ok"}, trained))
+    c = claims.ray_closer(runs)
+    assert c.verdict == "reproduced" and c.values["min cos(W0, W*) over layers"] == pytest.approx([1.0] * 3)
+    assert c.values["share saved, lowest layer"] == pytest.approx([1.0] * 3)  # the ray reaches W0 itself
+    runs = [Run(r.config, {}, r.final, {k: -v if k.endswith("layer.weight") else v for k, v in r.state.items()})
+            for r in runs]  # W* = -1.5 W0: the lemma's condition fails in every layer
+    c = claims.ray_closer(runs)
+    assert c.verdict == "not reproduced" and np.isnan(c.values["share saved, lowest layer"]).all()

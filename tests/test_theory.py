@@ -344,3 +344,44 @@ def test_lanczos_finds_the_extreme_eigenvalues_of_a_hessian_block() -> None:
     assert float(vals[0]) < 0  # tanh head: not PSD, and the Ritz vector certifies it
     u = vecs[:, 0]
     assert float(u @ H @ u) < 0
+
+
+def test_thm41_on_network_reads_the_networks_own_gradients() -> None:
+    net, x, labels = _tiny_vgg()
+    st = T.thm41_on_network(net, x, labels)
+    assert st["layer"] == list(range(1, 9)) and st["batch"] == 4
+    recs = T.record_bn_layers(net, x, labels)
+    y, g, gy = recs[2].columns()
+    want = float(((gy ** 2).sum(0) / (g ** 2).sum(0)).median())  # |dL/dy_j|^2 / |g|^2, median over channels
+    assert math.isclose(st["shrink"][2], want, rel_tol=1e-12)
+    assert all(0 <= v <= 1 for v in st["removed"] + st["pos"])
+    # scaling one layer's weights by 10 leaves the network's function (BN) but divides gamma^2/sigma^2 by 100
+    big = copy.deepcopy(net)
+    with torch.no_grad():
+        big.blocks[2].layer.weight.mul_(10)
+    st_big = T.thm41_on_network(big, x, labels)
+    assert math.isclose(st_big["scale"][2], st["scale"][2] / 100, rel_tol=1e-3)
+    assert math.isclose(st_big["shrink"][2], st["shrink"][2] / 100, rel_tol=1e-3)
+
+
+def test_thm42_on_network_is_an_identity_and_h_is_psd_after_the_last_bn() -> None:
+    net, x, labels = _tiny_vgg()
+    st = T.thm42_on_network(net, x, labels, layers=(7, 8), channels=3, spectra=1, lanczos_steps=4)
+    assert set(st) == {7, 8} and all(s["batch"] == 4 and s["channels"] == 3 for s in st.values())
+    assert all(s["err"] < 1e-9 for s in st.values())
+    assert st[8]["low"] > -1e-10  # after the last BN: ReLU, max-pool, linear, cross-entropy
+    assert all(s["reduced"] in (0, 1 / 3, 2 / 3, 1) and s["m"] == 4 * 2 * 2 for s in st.values())  # N·H·W at layers #7, #8
+
+
+def test_ray_on_network_projects_each_layer() -> None:
+    net, _, _ = _tiny_vgg()
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        for b in moved.blocks:
+            b.layer.weight.mul_(2)
+    rays = T.ray_on_network(net, moved)
+    assert len(rays) == 8 and all(math.isclose(r.k, 0.5) and r.dist2_ray < 1e-20 for r in rays)
+    with torch.no_grad():
+        moved.blocks[0].layer.weight.neg_()
+    with pytest.raises(ValueError, match="needs"):
+        T.ray_on_network(net, moved)
