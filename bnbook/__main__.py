@@ -134,7 +134,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_cache(args: argparse.Namespace) -> int:
     from .results import cache_dir
 
-    if args.chapter and not args.fill or args.model and not args.fill:
+    if (args.chapter or args.model) and not args.fill:
         raise ValueError("--chapter and --model choose the runs of --fill; add --fill")
     if args.fill:
         return _fill_cache(args.chapter, args.model)

@@ -1372,7 +1372,7 @@ def ray_closer(runs: Sequence) -> Claim:
 
 # --- what varies between machines: the claims of two float configurations, side by side ---
 
-SECOND_DIR = REFERENCE_DIR / "avx2"  # the chapters re-executed with the AVX2 kernels (see `.ci/run`), committed
+SECOND_DIR = REFERENCE_DIR / "avx2"  # the chapters re-executed under .ci/second_configuration (see `.ci/record_second`), committed
 
 
 def compare(first: list[Claim], second: list[Claim]) -> list[dict]:
