@@ -35,10 +35,15 @@ class Block(nn.Module):
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
         # an Identity costs a module call and adds nothing: in the 25-layer DLN that is 50 calls a pass
         self._skip_act, self._skip_pool = isinstance(act, nn.Identity), not pool
+        self._relu = isinstance(act, nn.ReLU)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.norm(self.layer(x))  # the norm is always called: probes hook its output
-        if not self._skip_act:
+        if self._relu and not self.norm._forward_hooks:
+            # in place, as a user writes ReLU(inplace=True): one tensor less to allocate and fill. Not when a hook
+            # (a probe) has been handed the norm's output: it would see it rectified
+            x = torch.relu_(x)
+        elif not self._skip_act:
             x = self.act(x)
         return x if self._skip_pool else self.pool(x)
 

@@ -56,6 +56,18 @@ def _like(rows: Tensor, x: Tensor) -> Tensor:
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
+def _row_like(row: Tensor, x: Tensor) -> Tensor:
+    """A tiled (H·W·C,) row as a (1, C, H, W) tensor with channels_last strides, to broadcast over x's samples.
+
+    An elementwise op of `_like(rows, x)` with such rows loops exactly as on the (N, H·W·C) matrix (the same
+    contiguous inner loop, the same bits), but its result is a new channels_last tensor rather than a view, so
+    that the nonlinearity after the norm can work in place on it (autograd forbids that on a custom
+    Function's view output).
+    """
+    n, c, h, w = x.shape
+    return row.view(1, h, w, c).permute(0, 3, 1, 2)
+
+
 def _tile(reps: int, *vs: Tensor) -> list[Tensor]:
     """Per-channel (C,) vectors, each repeated `reps` times to match one row of `_sample_rows` (one op)."""
     if reps == 1:
@@ -157,7 +169,8 @@ class _BatchNormFunction(torch.autograd.Function):
             y = torch.addcmul(beta, centred, scale)
         else:
             beta_t, scale_t = _tile(reps, beta, scale)
-            y = _like(torch.addcmul(beta_t, centred, scale_t), x)  # y = γ x̂ + β = β + (x − μ_B)·γ/√(σ²_B + ε)
+            # y = γ x̂ + β = β + (x − μ_B)·γ/√(σ²_B + ε)
+            y = torch.addcmul(_row_like(beta_t, x), _like(centred, x), _row_like(scale_t, x))
         ctx.eps = eps
         ctx.save_for_backward(x, gamma, centred, inv_std, scale)
         ctx.mark_non_differentiable(var, mean)
@@ -231,8 +244,10 @@ class BatchNorm(nn.Module):
         if not self.training:
             scale = self.weight / torch.sqrt(self.running_var + self.eps)
             rows, reps = _sample_rows(x)
+            if reps == 1:
+                return torch.addcmul(self.bias - self.running_mean * scale, x, scale)
             shift_t, scale_t = _tile(reps, self.bias - self.running_mean * scale, scale)
-            return _like(torch.addcmul(shift_t, rows, scale_t), x)
+            return torch.addcmul(_row_like(shift_t, x), _like(rows, x), _row_like(scale_t, x))
         m = x.numel() // x.shape[1]
         if m < 2:
             raise ValueError(
@@ -273,9 +288,9 @@ def inject_noise(
     s = (sigma + torch.randn(n, c, **opts) * r_sigma).to(a.device)
     if a.dim() == 2:
         return torch.addcmul(m, s, a)
-    rows, _ = _sample_rows(a)  # (N, H·W·C), channel fastest: one (s, m) per sample and channel
-    out = torch.addcmul(m[:, None, :], s[:, None, :], rows.view(n, -1, c))
-    return _like(out.view(n, -1), a)
+    # one (s, m) per sample and channel, broadcast over the spatial positions; on a channels_last a the loop runs
+    # channel fastest, and the result is a new channels_last tensor (not a view: see `_row_like`)
+    return torch.addcmul(m[:, :, None, None], s[:, :, None, None], a)
 
 
 class NoisyBatchNorm(BatchNorm):
@@ -342,8 +357,10 @@ class LpNorm(nn.Module):
             mean, nu = self.running_mean, self.running_nu
         # y = γ (x − μ)/(ν + ε) + β, as one multiply-add per value
         scale = self.weight / (nu + self.eps)
+        if reps == 1:
+            return torch.addcmul(self.bias - mean * scale, rows, scale)
         shift_t, scale_t = _tile(reps, self.bias - mean * scale, scale)
-        return _like(torch.addcmul(shift_t, rows, scale_t), x)
+        return torch.addcmul(_row_like(shift_t, x), _like(rows, x), _row_like(scale_t, x))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, p={self.p}"

@@ -54,3 +54,29 @@ def test_model_errors_name_the_choices():
         models.vgg("Z")
     with pytest.raises(ValueError, match="unknown norm"):
         models.vgg("A", norm="groupnorm")
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "noisy", "noise", "l2"])
+def test_vgg_relu_in_place_changes_nothing_and_spares_a_hooked_norm_output(norm):
+    """The ReLU after the norm runs in place (as `ReLU(inplace=True)`) unless a hook holds the norm's output:
+    loss and gradients are the same bits either way, and the hooked output is the norm's, not rectified."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    y = torch.randint(0, 10, (16,))
+
+    def loss_and_grads(hooked: bool):
+        m = models.vgg("A", width=0.125, norm=norm, seed=3)
+        seen = []
+        hooks = [b.norm.register_forward_hook(lambda mod, i, o: seen.append(o.detach())) for b in m.blocks] if hooked else []
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        return loss.detach(), [p.grad for p in m.parameters()], seen
+
+    loss_a, grads_a, _ = loss_and_grads(hooked=False)
+    loss_b, grads_b, seen = loss_and_grads(hooked=True)
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+    assert all((o < 0).any() for o in seen)  # what the hook got was not rectified afterwards
+    assert all(o._base is None for o in seen)  # the norms return new tensors, not views (in-place needs that)
