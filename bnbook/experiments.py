@@ -93,6 +93,39 @@ CHAPTERS: dict[int, list[Config]] = {
 }
 
 
+# Chapter 4.4's grid over what the paper leaves unstated about its deep linear network. One factor at a time
+# from BOOK_DLN (lr 1e-6), each cell on SEEDS, with the standard network and BN where the factor applies to both;
+# plus the standard network at larger learning rates (it sits far below its edge of stability at 1e-6). Too
+# long for CI (about 25 core-minutes): `python -m bnbook grid` trains it and writes the artifact `DLN_GRID_FILE`,
+# which the chapter reads; the chapter recomputes the grid's book cell from its own runs to check it.
+DLN_INIT_STDS = (0.25, 0.3, 0.33, 0.35)  # N(0, std²) weights around Glorot's √(2/20) ≈ 0.316
+DLN_STD_LRS = (3e-6, 1e-5, 3e-5, 1e-4)
+DLN_GRID_FILE = "dln_grid.json"
+
+
+def dln_grid(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[Config]]:
+    """The grid's cells, in order: name → configurations (both norms where the factor applies to both, × seeds).
+
+    `steps` overrides the runs' length (to try the command at a tiny scale); the probe densities scale with it.
+    """
+    base = BOOK_DLN if steps is None else replace(
+        BOOK_DLN, steps=steps, eval_every=max(1, steps // 10), probe_every=max(1, steps // 10),
+        sharpness_every=max(1, steps // 10) * 2)
+    both, bn = ("none", "batch"), ("batch",)
+    cells: dict[str, tuple[tuple[str, ...], dict]] = {
+        "the book's (Glorot uniform, 100 samples, summed loss)": (both, {}),
+        **{f"N(0, {s:g}²) init": (both, {"init_std": s}) for s in DLN_INIT_STDS},
+        "1,000 samples": (both, {"train_size": 1000}),
+        "mean loss (the sum / 100)": (both, {"reduction": "mean"}),
+        "BN on the input too": (bn, {"input_norm": True}),
+        "BN without γ, β": (bn, {"affine": False}),
+        "probes with BN's statistics frozen at x₀": (bn, {"probe_stats": "frozen"}),
+        **{f"standard at lr {lr:g}": (("none",), {"lr": lr}) for lr in DLN_STD_LRS},
+    }
+    return {name: [replace(base, norm=n, seed=seed, **change) for n in norms for seed in seeds]
+            for name, (norms, change) in cells.items()}
+
+
 def chapter_runs(chapter: int) -> list[Config]:
     """The book-scale configurations of `chapter` (1-5), in a fixed order."""
     if chapter not in CHAPTERS:

@@ -51,10 +51,12 @@ class Block(nn.Module):
 class Net(nn.Module):
     """`blocks` in sequence, then an optional `head` (the classifier of VGG and the MLP)."""
 
-    def __init__(self, blocks: list[Block], head: nn.Module | None = None, flatten: bool = False) -> None:
+    def __init__(self, blocks: list[Block], head: nn.Module | None = None, flatten: bool = False,
+                 stem: nn.Module | None = None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head if head is not None else nn.Identity()
+        self.stem = stem  # applied to the input before block 1 (the DLN's optional input BN); None: nothing
         self.flatten = flatten
         # convolutional nets compute in the channels_last memory format (N, H, W, C in memory), where
         # oneDNN's CPU convolutions are fastest; the norms are written for it (see bnbook.norms). `vgg` sets it.
@@ -65,6 +67,8 @@ class Net(nn.Module):
             x = x.flatten(1)
         elif self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op for data stored that way
+        if self.stem is not None:
+            x = self.stem(x)
         for block in self.blocks:
             x = block(x)
         return self.head(x.flatten(1) if x.dim() > 2 else x)
@@ -115,24 +119,29 @@ def vgg(
 
 
 def deep_linear(
-    depth: int = 25, width: int = 10, norm: str = "none", seed: int = 0, init_std: float | None = None
+    depth: int = 25, width: int = 10, norm: str = "none", seed: int = 0, init_std: float | None = None,
+    input_norm: bool = False, affine: bool = True,
 ) -> Net:
     """A deep linear network x ↦ W_depth ⋯ W_1 x (no biases), with `norm` after every layer but the last.
 
     The norm sits between linear layers, so the network stays linear in each W_i but becomes
-    scale-invariant in W_1 … W_{depth−1} when the norm is BN.
+    scale-invariant in W_1 … W_{depth−1} when the norm is BN. `input_norm`: the same norm on the input
+    too, before W_1 (`model.stem`). `affine=False` (BN): no γ, β.
     """
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
+    if input_norm and norm == "none":
+        raise ValueError("input_norm=True needs a norm (got norm='none')")
     blocks = [
         Block(
             nn.Linear(width, width, bias=False),
-            make_norm(norm, width, seed=seed * 1000 + i) if i < depth - 1 else nn.Identity(),
+            make_norm(norm, width, seed=seed * 1000 + i, affine=affine) if i < depth - 1 else nn.Identity(),
             nn.Identity(),
         )
         for i in range(depth)
     ]
-    model = Net(blocks)
+    stem = make_norm(norm, width, seed=seed * 1000 + 999, affine=affine) if input_norm else None
+    model = Net(blocks, stem=stem)
     _init(model, init_std, torch.Generator().manual_seed(seed))
     return model
 

@@ -12,7 +12,9 @@ The layers accept (N, C) and (N, C, H, W) inputs; statistics are per channel, ov
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -229,18 +231,28 @@ class BatchNorm(nn.Module):
     (m/(m−1) σ²_B, as in Algorithm 2). Inference: the affine map with the running statistics.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> None:
         super().__init__()
         if num_features < 1:
             raise ValueError(f"num_features must be >= 1, got {num_features}")
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:  # x̂ itself: γ = 1 and β = 0, fixed (buffers, so that no optimizer or probe moves them)
+            self.register_buffer("weight", torch.ones(num_features))
+            self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        # (σ², μ) that replace the batch's own statistics while set (`frozen_statistics`); None: Algorithm 1
+        self.frozen: tuple[Tensor, Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.frozen is not None:  # constants: the output depends on x (and γ, β), not through μ_B, σ²_B
+            var, mean = self.frozen
+            scale = self.weight * torch.rsqrt(var + self.eps)
+            return _per_channel(self.bias - mean * scale, x) + x * _per_channel(scale, x)
         if not self.training:
             scale = self.weight / torch.sqrt(self.running_var + self.eps)
             rows, reps = _sample_rows(x)
@@ -263,7 +275,42 @@ class BatchNorm(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}" + ("" if self.affine else ", affine=False")
+
+
+@contextlib.contextmanager
+def frozen_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Inside the block, every `BatchNorm` of `model` normalizes with the batch statistics it computes on input
+    `x` at the current parameters, held fixed, instead of recomputing them from its input at each call.
+
+    This is the landscape of the network with its normalization frozen at x₀ (what public reproductions of
+    Santurkar et al.'s probes do, with running statistics): moving the weights then changes the loss only
+    through the affine maps, not through μ_B and σ²_B. The statistics come from one forward pass in training
+    mode without gradients; running averages are not changed by it.
+    """
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    seen: dict[int, tuple[Tensor, Tensor]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, inp, k=k: seen.__setitem__(k, batch_moments(inp[0].detach())))
+             for k, m in enumerate(layers)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.train()
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, (rm, rv, nb) in zip(layers, saved):
+            m.running_mean.copy_(rm), m.running_var.copy_(rv), m.num_batches_tracked.copy_(nb)
+        model.train(training)
+    for k, m in enumerate(layers):
+        m.frozen = seen[k]
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.frozen = None
 
 
 def inject_noise(
@@ -366,15 +413,18 @@ class LpNorm(nn.Module):
         return f"{self.num_features}, p={self.p}"
 
 
-def make_norm(name: str, num_features: int, seed: int = 0) -> nn.Module:
+def make_norm(name: str, num_features: int, seed: int = 0, affine: bool = True) -> nn.Module:
     """The one switch between normalizations: a name from `NORMS` → a layer for `num_features` channels.
 
-    `seed` seeds the noise generator of "noisy" and "noise" layers (each layer gets its own).
+    `seed` seeds the noise generator of "noisy" and "noise" layers (each layer gets its own). `affine=False`
+    (BN only): no learned γ, β.
     """
+    if not affine and name != "batch":
+        raise ValueError(f"affine=False is for norm 'batch' only, got norm {name!r}")
     if name == "none":
         return nn.Identity()
     if name == "batch":
-        return BatchNorm(num_features)
+        return BatchNorm(num_features, affine=affine)
     if name == "noisy":
         return NoisyBatchNorm(num_features, seed=seed)
     if name == "noise":

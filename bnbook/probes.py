@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .norms import batch_moments
+from .norms import BatchNorm, batch_moments, frozen_statistics
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 QUANTILES = (0.01, 0.05, 0.15, 0.25, 0.5, 0.75, 0.85, 0.95, 0.99)
@@ -154,7 +154,7 @@ def ics(
             g = grad_of[f"blocks.{i - 1}.layer.weight"]
             earlier = [
                 (p, grad_of[n]) for n, p in model.named_parameters()
-                if n.startswith("blocks.") and int(n.split(".")[1]) < i - 1
+                if n.startswith("stem.") or (n.startswith("blocks.") and int(n.split(".")[1]) < i - 1)
             ]
             saved = [p.detach().clone() for p, _ in earlier]
             with torch.no_grad():
@@ -184,6 +184,7 @@ def landscape(
     seed: int = 0,
     prefix: str = "land",
     base: tuple[float, list[Tensor]] | None = None,
+    frozen: bool = False,
 ) -> dict[str, np.ndarray]:
     """Loss and gradient along x(η) = x₀ − η·d for η = lr × each multiplier (Santurkar et al. Fig. 4).
 
@@ -192,10 +193,14 @@ def landscape(
     (weights, biases, γ, β). Returns `{prefix}_loss` (K,) = L(x(η)), `{prefix}_graddiff` (K,) =
     ‖∇L(x(η)) − g‖₂, `{prefix}_beta` = max_η ‖∇L(x(η)) − g‖₂ / ‖η d‖₂, `{prefix}_loss0` = L(x₀) and
     `{prefix}_gnorm` = ‖g‖₂. `base`: (L(x₀), g) from `base_gradient`, if already computed.
+    `frozen`: every BN normalizes with the batch statistics of x₀ held fixed, at x₀ and at every x(η)
+    (`norms.frozen_statistics`; `base` is then recomputed, since g changes with it).
     """
     if direction not in ("gradient", "random"):
         raise ValueError(f"direction must be 'gradient' or 'random', got {direction!r}")
-    with preserved(model):
+    with preserved(model), (frozen_statistics(model, x) if frozen else contextlib.nullcontext()):
+        if frozen:
+            base = None
         model.train()
         params = list(model.parameters())
         x0 = [p.detach().clone() for p in params]
@@ -229,6 +234,42 @@ def landscape(
         f"{prefix}_loss0": np.float64(loss0),
         f"{prefix}_gnorm": np.float64(g_flat.norm().item()),
     }
+
+
+def end_to_end(model: nn.Module, x: Tensor) -> Tensor:
+    """The deep linear network's end-to-end matrix M on batch x, in training mode: x ↦ M x + c.
+
+    Each block multiplies by W_i and, where it has a BN, by diag(γ/√(σ²_B + ε)) with σ²_B the batch variance of
+    that layer's input (the shift terms go into c); the input BN, if any, comes first. Without norms, M is
+    the product W_depth ⋯ W_1. Its singular values show whether the product has collapsed to low rank.
+    """
+    scales: dict[int, Tensor] = {}
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
+
+    def hook(k: int):
+        def record(m: BatchNorm, inp: tuple[Tensor, ...]) -> None:
+            var, _ = batch_moments(inp[0].detach())
+            scales[k] = (m.weight.detach() * torch.rsqrt(var + m.eps)).double()
+        return record
+
+    hooks = [m.register_forward_pre_hook(hook(k)) for k, m in enumerate(layers)]
+    try:
+        with preserved(model), torch.no_grad():
+            model.train()
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    index = {id(m): k for k, m in enumerate(layers)}
+    h = model.blocks[0].layer.weight.shape[1]
+    M = torch.eye(h, dtype=torch.float64)
+    if getattr(model, "stem", None) is not None:
+        M = scales[index[id(model.stem)]][:, None] * M
+    for b in model.blocks:
+        M = b.layer.weight.detach().double() @ M
+        if id(b.norm) in index:
+            M = scales[index[id(b.norm)]][:, None] * M
+    return M
 
 
 # Lanczos iterations per sharpness probe. The top Ritz value converges first: on the book's VGG after 60 steps,

@@ -57,6 +57,12 @@ class Config:
     landscape: tuple[float, ...] = ()  # step sizes, as multiples of lr, for the landscape probes
     random_direction: bool = False  # also probe along a random direction of the gradient's norm
     sharpness_every: int = 0  # every N steps (a multiple of probe_every; 0: never), the Hessian's top eigenvalue
+    # the deep linear network's unstated choices (chapter 4's grid): the loss summed or averaged over samples,
+    # BN on the input as well, BN without γ and β, and the landscape probes with BN's statistics frozen at x₀
+    reduction: str = "sum"  # dln: "sum" (the paper's ‖W x − A x‖²) or "mean" (divided by the sample count)
+    input_norm: bool = False  # dln: the norm also on the input, before W_1
+    affine: bool = True  # norm "batch": learned γ and β (False: fixed γ = 1, β = 0)
+    probe_stats: str = "batch"  # landscape probes: "batch" (BN recomputes its statistics at each x(η)) or "frozen"
 
     def __post_init__(self) -> None:
         problems = []
@@ -81,6 +87,15 @@ class Config:
         if self.sharpness_every and (not self.probe_every or self.sharpness_every % self.probe_every):
             problems.append(f"sharpness_every={self.sharpness_every!r} must be a multiple of probe_every="
                             f"{self.probe_every!r} (the sharpness probe runs at probe steps)")
+        if self.reduction not in ("sum", "mean") or (self.reduction == "mean" and self.model != "dln"):
+            problems.append(f"reduction={self.reduction!r} must be 'sum' or 'mean' ('mean' for model 'dln' only: the "
+                            f"classifiers' cross-entropy is always averaged)")
+        if self.input_norm and (self.model != "dln" or self.norm == "none"):
+            problems.append("input_norm=True is for model 'dln' with a norm")
+        if not self.affine and self.norm != "batch":
+            problems.append(f"affine=False is for norm 'batch' only, got norm={self.norm!r}")
+        if self.probe_stats not in ("batch", "frozen"):
+            problems.append(f"probe_stats={self.probe_stats!r} must be 'batch' or 'frozen'")
         if any(not (m > 0 and math.isfinite(m)) for m in self.landscape):
             problems.append(f"landscape={self.landscape!r}: step-size multipliers must be finite and > 0")
         n_layers = self.num_layers()
@@ -111,7 +126,10 @@ class Config:
             net = f"MLP {self.depth}×{self.hidden} sigmoid{init}"
             data = f"{self.train_size // 1000}k CIFAR-10 train images, batch {self.batch_size}"
         else:
-            net = f"DLN {self.depth}×{self.hidden}{init}"
+            extra = "".join([", mean loss" if self.reduction == "mean" else "", ", input BN" if self.input_norm else "",
+                             ", BN without γ, β" if not self.affine else "",
+                             ", probes with frozen BN statistics" if self.probe_stats == "frozen" else ""])
+            net = f"DLN {self.depth}×{self.hidden}{init}{extra}"
             data = f"{self.train_size} Gaussian samples, full batch"
         return f"{net}, norm={self.norm}, lr={self.lr:g}, {self.steps} steps, {data}, seed {self.seed}"
 
@@ -150,7 +168,8 @@ def build_model(cfg: Config) -> nn.Module:
         return models.vgg(cfg.arch, cfg.width, cfg.norm, seed=cfg.seed, init_std=init_std)
     if cfg.model == "mlp":
         return models.mlp(hidden=cfg.hidden, depth=cfg.depth, norm=cfg.norm, seed=cfg.seed, init_std=init_std)
-    return models.deep_linear(cfg.depth, cfg.hidden, cfg.norm, seed=cfg.seed, init_std=init_std)
+    return models.deep_linear(cfg.depth, cfg.hidden, cfg.norm, seed=cfg.seed, init_std=init_std,
+                              input_norm=cfg.input_norm, affine=cfg.affine)
 
 
 def squared_error(pred: Tensor, target: Tensor) -> Tensor:
@@ -158,11 +177,19 @@ def squared_error(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).sum()
 
 
+def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """`squared_error` divided by the number of samples (the other reading of the paper's loss)."""
+    return (pred - target).pow(2).sum() / len(pred)
+
+
+REGRESSION_LOSSES = (squared_error, mean_squared_error)
+
+
 def task(cfg: Config) -> tuple[Tensor, Tensor, Tensor, Tensor, Any]:
     """(train inputs, train targets, test inputs, test targets, loss function) for `cfg`."""
     if cfg.model == "dln":
         x, y, _ = bdata.linear_regression_data(cfg.train_size, cfg.hidden, seed=cfg.seed)
-        return x, y, x, y, squared_error
+        return x, y, x, y, squared_error if cfg.reduction == "sum" else mean_squared_error
     xtr, ytr = bdata.load_cifar10("train")
     xte, yte = bdata.load_cifar10("test")
     if cfg.train_size > len(xtr) or cfg.test_size > len(xte):
@@ -177,7 +204,7 @@ def show_progress() -> bool:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 250) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` in eval mode; accuracy is NaN for regression.
+    """(mean loss, accuracy) of `model` in eval mode; for the DLN (regression), (its loss, NaN).
 
     Sums accumulate on the device (the loss in float64, as a Python float would) and are read once.
     """
@@ -185,17 +212,16 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    regression = loss_fn is squared_error
+    if loss_fn in REGRESSION_LOSSES:  # the DLN's samples in one pass: its loss is a sum (or mean) over all of them
+        loss = float(loss_fn(model(x), y).double())
+        model.train(was_training)
+        return loss, math.nan
     for i in range(0, len(x), batch):
         out = model(x[i : i + batch])
-        if regression:
-            total += loss_fn(out, y[i : i + batch]).double()
-        else:
-            total += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
-            correct += (out.argmax(1) == y[i : i + batch]).sum()
+        total += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
+        correct += (out.argmax(1) == y[i : i + batch]).sum()
     model.train(was_training)
-    total_f, correct_i = total.item(), int(correct.item())
-    return (total_f if regression else total_f / len(x)), (math.nan if regression else correct_i / len(x))
+    return total.item() / len(x), int(correct.item()) / len(x)
 
 
 @contextlib.contextmanager
@@ -228,10 +254,14 @@ def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor
     if cfg.ics_layers:
         out.update(probes.ics(model, loss_fn, x, y, cfg.lr, cfg.ics_layers, base=base))
     if cfg.landscape:
-        out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, base=base))
+        frozen = cfg.probe_stats == "frozen"
+        out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, base=base, frozen=frozen))
         if cfg.random_direction:
             out.update(probes.landscape(model, loss_fn, x, y, cfg.lr, cfg.landscape, "random", seed=step,
-                                        prefix="rand", base=base))
+                                        prefix="rand", base=base, frozen=frozen))
+    if cfg.model == "dln" and cfg.norm in ("none", "batch"):  # ten singular values: nothing beside the probes above
+        m = probes.end_to_end(model, x)  # a diverging run's is not finite, and LAPACK's SVD must not see it
+        out["e2e_sv"] = torch.linalg.svdvals(m).numpy() if torch.isfinite(m).all() else np.full(len(m), np.nan)
     if cfg.sharpness_every:  # at the probe steps in between: NaN, so that every probe row has the same keys
         due = step % cfg.sharpness_every == 0
         sharp = probes.sharpness(model, loss_fn, x, y, seed=step, base=base) if due else None
@@ -325,7 +355,7 @@ def train(cfg: Config, progress: bool | None = None, device: str = "cpu", thread
     order = None if full_batch else bdata.batches(len(xtr), cfg.batch_size, cfg.seed)
     aug_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     gens = [aug_gen, *probes.noise_generators(model)]
-    regression = loss_fn is squared_error
+    regression = loss_fn in REGRESSION_LOSSES
 
     log: dict[str, Any] = {
         "losses": np.full(cfg.steps, np.nan), "accs": np.full(cfg.steps, np.nan), "evals": [],

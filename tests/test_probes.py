@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnbook import models, probes, train
+from bnbook import models, norms, probes, train
 from bnbook.train import Config
 
 from test_train import TINY_VGG, assert_same_run
@@ -156,3 +156,40 @@ def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian(norm):
 
 def _dln_loss_fn(pred, target):
     return train.squared_error(pred, target)
+
+
+def test_end_to_end_matrix_is_the_networks_linear_map():
+    """`probes.end_to_end`: the product of the W_i (no norm); with BN, out = x Mᵀ + c with c the same for every sample."""
+    x = torch.randn(30, 4, dtype=torch.float64)
+    for norm, input_norm in (("none", False), ("batch", False), ("batch", True)):
+        net = models.deep_linear(depth=4, width=4, norm=norm, seed=1, input_norm=input_norm).double().train()
+        M = probes.end_to_end(net, x)
+        c = net(x).detach() - x @ M.T
+        assert torch.allclose(c, c[:1].expand_as(c), atol=1e-10), norm
+        if norm == "none":
+            prod = torch.eye(4, dtype=torch.float64)
+            for b in net.blocks:
+                prod = b.layer.weight.detach() @ prod
+            assert torch.allclose(M, prod, atol=1e-12) and torch.allclose(c, torch.zeros_like(c), atol=1e-10)
+
+
+def test_frozen_statistics_fix_bns_mean_and_variance_at_x0():
+    """With statistics frozen, the loss at x₀ is unchanged but no longer depends on the weights through μ_B, σ²_B:
+    scaling W_1 (which BN undoes exactly with live statistics) now changes the output."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, 5, dtype=torch.float64)
+    net = models.deep_linear(depth=3, width=5, norm="batch", seed=2).double().train()
+    live = net(x).detach()
+    running = net.blocks[0].norm.running_mean.clone()
+    with norms.frozen_statistics(net, x):
+        assert torch.allclose(net(x), live, atol=1e-10)
+        with torch.no_grad():
+            net.blocks[0].layer.weight.mul_(2.0)
+        assert not torch.allclose(net(x), live, atol=1e-3)
+    assert torch.equal(net.blocks[0].norm.running_mean, running)  # freezing updated no running average
+    # live statistics: the scale of W_1 drops out again (up to ε = 1e-5 against σ², which scaled by 4)
+    assert torch.allclose(net(x).detach(), live, atol=1e-4)
+    frozen = probes.landscape(net, train.squared_error, x, y, 1e-3, (1.0, 4.0), frozen=True)
+    batch = probes.landscape(net, train.squared_error, x, y, 1e-3, (1.0, 4.0))
+    assert frozen["land_loss0"] == pytest.approx(batch["land_loss0"], rel=1e-12)
+    assert frozen["land_gnorm"] != pytest.approx(batch["land_gnorm"], rel=1e-6)  # g itself changes with the mode

@@ -79,6 +79,10 @@ def test_dln_full_batch_gd_decreases_loss():
         (dict(act_layers=(9,)), "layers are numbered 1..8"),
         (dict(landscape=(0.5, -1.0)), "multipliers"),
         (dict(probe_every=4, sharpness_every=6), "sharpness_every=6 must be a multiple of probe_every=4"),
+        (dict(reduction="mean"), "'mean' for model 'dln' only"),
+        (dict(input_norm=True), "input_norm=True is for model 'dln'"),
+        (dict(affine=False, norm="l2"), "affine=False is for norm 'batch' only"),
+        (dict(probe_stats="running"), "probe_stats='running'"),
     ],
 )
 def test_bad_config_values_give_clear_errors(change, message):
@@ -123,3 +127,18 @@ def test_a_checkpoint_of_another_config_or_a_broken_one_is_refused(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:50])
     with pytest.raises(RuntimeError, match="delete it to start over"):
         train.train(dataclasses.replace(TINY_DLN, steps=12), checkpoint=ckpt)
+
+
+def test_dln_grid_options_build_what_they_say():
+    """The DLN's unstated choices (chapter 4's grid): mean loss, input BN, BN without γ and β."""
+    base = dataclasses.replace(TINY_DLN, norm="batch")
+    plain, mean = train.train(base), train.train(dataclasses.replace(base, reduction="mean"))
+    x, y, *_ = train.task(base)
+    assert mean.history["train_loss"][0] == pytest.approx(plain.history["train_loss"][0] / len(x), rel=1e-6)
+    m = train.build_model(dataclasses.replace(base, input_norm=True))
+    assert m.stem is not None and m(x).shape == y.shape
+    fixed = train.build_model(dataclasses.replace(base, affine=False))
+    assert [n for n, _ in fixed.named_parameters()] == [f"blocks.{i}.layer.weight" for i in range(base.depth)]
+    run = train.train(dataclasses.replace(base, affine=False, input_norm=True))
+    assert np.isfinite(run.history["train_loss"]).all()
+    assert "input BN" in run.config.label() and "without γ, β" in run.config.label()
