@@ -429,3 +429,46 @@ def excess_kurtosis(values: np.ndarray) -> np.ndarray:
     c = v - v.mean(axis=-1, keepdims=True)
     m2 = (c**2).mean(axis=-1)
     return (c**4).mean(axis=-1) / np.maximum(m2, 1e-300) ** 2 - 3.0
+
+
+# --- the deep linear network's grid (chapter 4.4) ---
+
+DLN_EARLY = 1000  # "early in training", where the paper's standard DLN has its β ≈ 1e15: the first tenth of 10k steps
+
+
+def dln_summary(run: Run, early: int = DLN_EARLY) -> dict[str, float]:
+    """One DLN run in the numbers of chapter 4.4's grid (NaN where the run has no such probe or diverged first).
+
+    Loss at step 0 and at the end; along the gradient: effective β at step 0, its maximum over the probes
+    before step `early` and its median over training (the paper's panel), the same for the loss range;
+    lr·β (median) and lr·λ_max (step 0 and median: the edge of stability is 2); the end-to-end matrix's largest
+    singular value and its rank (singular values above 1e-3 of the largest) at the first and last probe
+    (`probes.end_to_end`); and the median
+    cos(G, G′) of chapter 3's ICS at layers #9 and #17.
+    """
+    h, lr = run.history, run.config.lr
+    out: dict[str, float] = {"loss0": float(h["train_loss"][0]) if len(h["train_loss"]) else np.nan,
+                             "final_loss": float(run.final["train_loss"]),
+                             "diverged_at": float(run.final["diverged_at"]) if run.diverged else np.nan}
+    steps = h["probe_step"]
+    first = steps < early
+    for q in ("beta", "loss_range"):
+        v = landscape_per_probe(run, q) if len(steps) else np.zeros(0)
+        out[f"{q}0"] = float(v[0]) if len(v) else np.nan
+        out[f"{q}_early"] = float(np.max(v[first])) if first.any() else np.nan
+        out[f"{q}_median"] = float(np.median(v)) if len(v) else np.nan
+    out["lr_beta_median"] = lr * out["beta_median"]
+    at = np.isin(steps, sharpness_steps(run))
+    lmax = np.asarray(h.get("sharp_lmax", np.zeros(len(steps))), dtype=np.float64)[at] if at.any() else np.zeros(0)
+    out["lr_lmax0"] = lr * float(lmax[0]) if len(lmax) else np.nan
+    out["lr_lmax_median"] = lr * float(np.nanmedian(lmax)) if len(lmax) and np.isfinite(lmax).any() else np.nan
+    sv = h.get("e2e_sv")
+    for name, k in (("first", 0), ("last", -1)):
+        s = sv[k] if sv is not None and len(sv) else np.full(1, np.nan)
+        out[f"sv_max_{name}"] = float(s.max())
+        # singular values within 1e-3 of the largest: the directions the product still maps with some weight
+        out[f"rank_{name}"] = float((s > 1e-3 * s.max()).sum()) if np.isfinite(s).all() else np.nan
+    for i in (9, 17):
+        key = f"ics{i}_cos"
+        out[f"ics{i}_cos_median"] = float(np.nanmedian(h[key])) if key in h and len(h[key]) else np.nan
+    return out

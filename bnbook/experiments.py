@@ -9,8 +9,11 @@ the cache. `paper_scale(cfg)` is the same experiment at the papers' scale, which
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from .train import Config
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "data" / "artifacts"  # small committed results
 
 # The book's scales (chosen in chapter 3; every chapter derives its runs from these). VGG: 400 steps keep
 # chapter 3 within its 8-minute budget on a 2-core laptop from an empty cache (16 runs, trained two at a time).
@@ -124,6 +127,76 @@ def dln_grid(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[s
     }
     return {name: [replace(base, norm=n, seed=seed, **change) for n in norms for seed in seeds]
             for name, (norms, change) in cells.items()}
+
+
+def dln_grid_path() -> Path:
+    """The committed grid artifact (`python -m bnbook grid` writes it)."""
+    return ARTIFACTS / DLN_GRID_FILE
+
+
+def write_dln_grid(path: Path, cells: dict[str, list[Config]], command: str) -> dict:
+    """Train the grid's missing runs (`results.get_runs`, cached) and write each run's `analysis.dln_summary`,
+    with its configuration and the end-to-end singular values at the first and last probe, to `path` (JSON,
+    atomically), with provenance: commit, machine, date, wall time, the command."""
+    import datetime
+    import json
+    import time
+
+    from . import analysis, results
+    from .data import atomic_write
+
+    start = time.perf_counter()
+    runs = results.get_runs([c for cfgs in cells.values() for c in cfgs])
+    by_config = {r.config: r for r in runs}
+    out_cells = {}
+    for name, cfgs in cells.items():
+        rows = []
+        for c in cfgs:
+            r = by_config[c]
+            sv = r.history.get("e2e_sv")
+            rows.append({"config": json.loads(c.to_json()), "summary": analysis.dln_summary(r),
+                         "sv_first": sv[0].tolist() if sv is not None and len(sv) else [],
+                         "sv_last": sv[-1].tolist() if sv is not None and len(sv) else [],
+                         "wall_time": r.final["wall_time"]})
+        out_cells[name] = rows
+    prov = results.provenance()
+    prov.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), command=command,
+                wall_time_s=round(time.perf_counter() - start, 1),
+                train_core_s=round(sum(r.final["wall_time"] for r in runs), 1), cpu=_cpu_name())
+    doc = {"provenance": prov, "early": analysis.DLN_EARLY, "cells": out_cells}
+    text = json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return doc
+
+
+def load_dln_grid(path: Path | None = None, cells: dict[str, list[Config]] | None = None) -> dict:
+    """The grid artifact, checked against the code: every cell of `cells` (default `dln_grid()`) with exactly its
+    configurations, in order. A mismatch (the grid changed since the artifact was written) is an error that
+    names the fix."""
+    import json
+
+    path = path or dln_grid_path()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: `python -m bnbook grid` computes it (about 25 core-minutes)")
+    doc = json.loads(path.read_text())
+    want = {name: [json.loads(c.to_json()) for c in cfgs] for name, cfgs in (cells or dln_grid()).items()}
+    got = {name: [row["config"] for row in rows] for name, rows in doc["cells"].items()}
+    if want != got:
+        stale = sorted(set(want) ^ set(got)) or [n for n in want if want[n] != got.get(n)]
+        raise ValueError(f"{path} was computed for another grid (cells differ: {stale[:3]}); "
+                         f"rerun `python -m bnbook grid` to recompute it")
+    return doc
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
 def chapter_runs(chapter: int) -> list[Config]:

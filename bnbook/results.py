@@ -72,7 +72,7 @@ def _git_commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "bnbook"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--", "."], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5
         )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):

@@ -742,3 +742,26 @@ def ray_on_network(initial: nn.Module, trained: nn.Module) -> list[RayDistance]:
     ray through W* (`ray_distance`; a layer with ⟨W₀, W*⟩ ≤ 0 raises, since the lemma does not apply)."""
     return [ray_distance(b0.layer.weight.detach(), b1.layer.weight.detach())
             for b0, b1 in zip(initial.blocks, trained.blocks, strict=True)]
+
+
+def exact_hessian(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor,
+                  chunk: int = 500) -> Tensor:
+    """The full Hessian of loss_fn(model(x), y) with respect to every parameter, in float64 (P × P, symmetrized).
+
+    For networks small enough to hold it: the deep linear network has 2,500 weights (2,980 with BN's γ, β), so
+    its Hessian is 2,500 exact Hessian-vector products, `chunk` at a time (batched double backward, through BN's
+    batch statistics as in `probes.sharpness`). A copy of the model in float64 and training mode is used;
+    the model itself is not changed.
+    """
+    net = copy.deepcopy(model).double().train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    loss = loss_fn(net(x.double()), y.double())
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, params, create_graph=True)])
+    n = g.numel()
+    rows = []
+    for start in range(0, n, chunk):
+        basis = torch.eye(n, dtype=torch.float64)[start : start + chunk]
+        hv = torch.autograd.grad(g, params, basis, retain_graph=True, is_grads_batched=True)
+        rows.append(torch.cat([t.reshape(len(basis), -1) for t in hv], dim=1))
+    H = torch.cat(rows)
+    return (H + H.T) / 2

@@ -385,3 +385,35 @@ def test_ray_on_network_projects_each_layer() -> None:
         moved.blocks[0].layer.weight.neg_()
     with pytest.raises(ValueError, match="needs"):
         T.ray_on_network(net, moved)
+
+
+def test_exact_hessian_matches_finite_differences_of_the_gradient_and_lanczos():
+    """`theory.exact_hessian` on a small BN deep linear network: each column is the derivative of the gradient
+    (central differences), and its top eigenvalue is what `probes.sharpness`'s Lanczos converges to."""
+    from bnbook import models, probes
+    from bnbook.train import squared_error
+
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    net = models.deep_linear(depth=3, width=3, norm="batch", seed=1).double()
+    H = T.exact_hessian(net, squared_error, x, y)
+    params = list(net.parameters())
+    assert H.shape == (sum(p.numel() for p in params),) * 2
+
+    def grad_at(shift: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(base + shift, params)
+        g = torch.autograd.grad(squared_error(net(x), y), params)
+        return torch.cat([t.reshape(-1) for t in g])
+
+    base = torch.nn.utils.parameters_to_vector(params).detach().clone()
+    h = 1e-5
+    for j in (0, 7, len(base) - 1):
+        e = torch.zeros_like(base)
+        e[j] = h
+        fd = (grad_at(e) - grad_at(-e)) / (2 * h)
+        assert torch.allclose(H[:, j], fd, rtol=1e-5, atol=1e-6), j
+    grad_at(torch.zeros_like(base))  # back to the point H was taken at
+    top = torch.linalg.eigvalsh(H)[-1].item()
+    lanczos = probes.sharpness(net, squared_error, x, y, steps=len(base))["sharp_lmax"]
+    assert lanczos == pytest.approx(top, rel=1e-8)
