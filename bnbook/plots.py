@@ -360,3 +360,37 @@ def sharpness_over_training(ensembles: Sequence[Sequence[Run]], ax: Axes | None 
     ax.set_xlabel("training step")
     ax.set_ylabel("lr × curvature")
     return ax
+
+
+def dln_grid(doc: dict, quantities: Sequence[tuple[str, str]], paper: dict[str, dict[str, float]] | None = None,
+             axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """Chapter 4.4's grid (`experiments.load_dln_grid()`): one panel per (summary key, title) in `quantities`, one
+    row per cell, every seed a marker, coloured by norm, on a log axis; a diverged run's value is drawn at the
+    panel's right edge as an open marker. `paper`: {key: {norm: value}} drawn as dashed vertical lines."""
+    cells = list(doc["cells"])
+    if axes is None:
+        _, axes = plt.subplots(1, len(quantities), figsize=(3.4 * len(quantities), 0.33 * len(cells) + 1.2),
+                               sharey=True, squeeze=False)
+        axes = axes[0]
+    for ax, (key, title) in zip(axes, quantities):
+        finite = [r["summary"][key] for rows in doc["cells"].values() for r in rows
+                  if np.isfinite(r["summary"][key]) and r["summary"][key] > 0]
+        edge = max(finite) * 10 if finite else 1.0
+        for y, name in enumerate(cells):
+            for r in doc["cells"][name]:
+                norm, v = r["config"]["norm"], r["summary"][key]
+                off = 0.12 if norm == "batch" else -0.12
+                bad = not (np.isfinite(v) and v > 0) or np.isfinite(r["summary"]["diverged_at"])
+                ax.plot(edge if not (np.isfinite(v) and v > 0) else v, y + off, "o", ms=4.5,
+                        color=COLORS[norm], mfc="none" if bad else COLORS[norm], alpha=0.85)
+        for norm, v in (paper or {}).get(key, {}).items():
+            ax.axvline(v, color=COLORS[norm], ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(title)
+    axes[0].set_yticks(range(len(cells)), cells)
+    axes[0].invert_yaxis()
+    for norm in ("none", "batch"):
+        axes[-1].plot([], [], "o", color=COLORS[norm], label=LABELS[norm])
+    axes[-1].plot([], [], "o", color="k", mfc="none", label="diverged")
+    axes[-1].legend(loc="lower right", fontsize=7)
+    return axes
