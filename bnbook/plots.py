@@ -390,7 +390,30 @@ def dln_grid(doc: dict, quantities: Sequence[tuple[str, str]], paper: dict[str, 
     axes[0].set_yticks(range(len(cells)), cells)
     axes[0].invert_yaxis()
     for norm in ("none", "batch"):
-        axes[-1].plot([], [], "o", color=COLORS[norm], label=LABELS[norm])
-    axes[-1].plot([], [], "o", color="k", mfc="none", label="diverged")
-    axes[-1].legend(loc="lower right", fontsize=7)
+        axes[0].plot([], [], "o", color=COLORS[norm], label=LABELS[norm])
+    axes[0].plot([], [], "o", color="k", mfc="none", label="diverged")
+    axes[0].legend(loc="lower left", fontsize=7)
     return axes
+
+
+def ics_vs_edge(doc: dict, layer: int = 17, ax: Axes | None = None) -> Axes:
+    """Every run of the DLN grid (`experiments.load_dln_grid()`) that did not diverge: its median cos(G, G′) at
+    layer #`layer` (chapter 3's ICS) against its median lr·β along the gradient (the descent lemma's 2: dotted).
+    The frozen-statistics cell is left out: its runs are the book cell's, with β measured another way."""
+    ax = ax or plt.subplots(figsize=(4.6, 3.0))[1]
+    for rows in doc["cells"].values():
+        for r in rows:
+            s = r["summary"]
+            if (np.isfinite(s["diverged_at"]) or not np.isfinite(s["lr_beta_median"])
+                    or r["config"]["probe_stats"] == "frozen"):
+                continue
+            ax.plot(s["lr_beta_median"], s[f"ics{layer}_cos_median"], "o", ms=4, alpha=0.8,
+                    color=COLORS[r["config"]["norm"]])
+    ax.axvline(2.0, color="k", lw=1, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("median lr·β along the gradient")
+    ax.set_ylabel(f"median cos(G, G′), layer #{layer}")
+    for norm in ("none", "batch"):
+        ax.plot([], [], "o", color=COLORS[norm], label=LABELS[norm])
+    ax.legend(loc="lower left", fontsize=7)
+    return ax
