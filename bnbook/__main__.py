@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(repeatable)")
     p.set_defaults(func=_cmd_cache)
 
-    p = sub.add_parser("grid", help="train chapter 4.4's grid of deep-linear-network variants (about 25 core-minutes; "
+    p = sub.add_parser("grid", help="train chapter 4.4's grid of deep-linear-network variants (about 30 core-minutes; "
                        "cached runs are reused) and write its summary artifact, which the chapter reads")
     p.add_argument("--steps", type=int, help="override the runs' length (to try the command at a tiny scale)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3, as the chapter's)")

@@ -437,7 +437,8 @@ DLN_EARLY = 1000  # "early in training", where the paper's standard DLN has its 
 
 
 def dln_summary(run: Run, early: int = DLN_EARLY) -> dict[str, float]:
-    """One DLN run in the numbers of chapter 4.4's grid (NaN where the run has no such probe or diverged first).
+    """One DLN run in the numbers of chapter 4.4's grid (NaN where the run has no such probe; a probe that
+    overflowed counts as +inf, as in `landscape_per_probe`).
 
     Loss at step 0 and at the end; along the gradient: effective β at step 0, its maximum over the probes
     before step `early` and its median over training (the paper's panel), the same for the loss range;

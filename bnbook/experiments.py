@@ -99,7 +99,7 @@ CHAPTERS: dict[int, list[Config]] = {
 # Chapter 4.4's grid over what the paper leaves unstated about its deep linear network. One factor at a time
 # from BOOK_DLN (lr 1e-6), each cell on SEEDS, with the standard network and BN where the factor applies to both;
 # plus the standard network at larger learning rates (it sits far below its edge of stability at 1e-6). Too
-# long for CI (about 25 core-minutes): `python -m bnbook grid` trains it and writes the artifact `DLN_GRID_FILE`,
+# long for CI (about 30 core-minutes): `python -m bnbook grid` trains it and writes the artifact `DLN_GRID_FILE`,
 # which the chapter reads; the chapter recomputes the grid's book cell from its own runs to check it.
 DLN_INIT_STDS = (0.25, 0.3, 0.33, 0.35)  # N(0, std²) weights around Glorot's √(2/20) ≈ 0.316
 DLN_STD_LRS = (3e-6, 1e-5, 3e-5, 1e-4)
@@ -136,8 +136,10 @@ def dln_grid_path() -> Path:
 
 def write_dln_grid(path: Path, cells: dict[str, list[Config]], command: str) -> dict:
     """Train the grid's missing runs (`results.get_runs`, cached) and write each run's `analysis.dln_summary`,
-    with its configuration and the end-to-end singular values at the first and last probe, to `path` (JSON,
-    atomically), with provenance: commit, machine, date, wall time, the command."""
+    with its configuration, its own provenance (commit and machine it trained on) and the end-to-end singular
+    values at the first and last probe, to `path` (JSON, atomically), with the file's provenance: commit, machine,
+    date, this command's wall time (`wall_time_s`; short when the runs were cached), the runs' total training time
+    (`train_core_s`), the command."""
     import datetime
     import json
     import time
@@ -157,7 +159,7 @@ def write_dln_grid(path: Path, cells: dict[str, list[Config]], command: str) -> 
             rows.append({"config": json.loads(c.to_json()), "summary": analysis.dln_summary(r),
                          "sv_first": sv[0].tolist() if sv is not None and len(sv) else [],
                          "sv_last": sv[-1].tolist() if sv is not None and len(sv) else [],
-                         "wall_time": r.final["wall_time"]})
+                         "wall_time": r.final["wall_time"], "provenance": r.provenance})  # where this run trained
         out_cells[name] = rows
     prov = results.provenance()
     prov.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), command=command,
@@ -177,12 +179,12 @@ def load_dln_grid(path: Path | None = None, cells: dict[str, list[Config]] | Non
 
     path = path or dln_grid_path()
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: `python -m bnbook grid` computes it (about 25 core-minutes)")
+        raise FileNotFoundError(f"{path} is missing: `python -m bnbook grid` computes it (about 30 core-minutes)")
     doc = json.loads(path.read_text())
     want = {name: [json.loads(c.to_json()) for c in cfgs] for name, cfgs in (cells or dln_grid()).items()}
     got = {name: [row["config"] for row in rows] for name, rows in doc["cells"].items()}
-    if want != got:
-        stale = sorted(set(want) ^ set(got)) or [n for n in want if want[n] != got.get(n)]
+    if list(want.items()) != list(got.items()):  # in order too: the chapter takes the first cell as the book's
+        stale = sorted(set(want) ^ set(got)) or [n for n in want if want[n] != got.get(n)] or ["their order"]
         raise ValueError(f"{path} was computed for another grid (cells differ: {stale[:3]}); "
                          f"rerun `python -m bnbook grid` to recompute it")
     return doc

@@ -749,7 +749,7 @@ def exact_hessian(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     """The full Hessian of loss_fn(model(x), y) with respect to every parameter, in float64 (P × P, symmetrized).
 
     For networks small enough to hold it: the deep linear network has 2,500 weights (2,980 with BN's γ, β), so
-    its Hessian is 2,500 exact Hessian-vector products, `chunk` at a time (batched double backward, through BN's
+    its Hessian is that many exact Hessian-vector products, `chunk` at a time (batched double backward, through BN's
     batch statistics as in `probes.sharpness`). A copy of the model in float64 and training mode is used;
     the model itself is not changed.
     """

@@ -193,3 +193,17 @@ def test_frozen_statistics_fix_bns_mean_and_variance_at_x0():
     batch = probes.landscape(net, train.squared_error, x, y, 1e-3, (1.0, 4.0))
     assert frozen["land_loss0"] == pytest.approx(batch["land_loss0"], rel=1e-12)
     assert frozen["land_gnorm"] != pytest.approx(batch["land_gnorm"], rel=1e-6)  # g itself changes with the mode
+    # the probed loss at x(η) is the frozen network's, by hand: statistics of x₀, gradient of the frozen loss
+    params = list(net.parameters())
+    x0 = [p.detach().clone() for p in params]
+    with norms.frozen_statistics(net, x):
+        g = torch.autograd.grad(train.squared_error(net(x), y), params)
+        with torch.no_grad():
+            for p, g_p in zip(params, g):
+                p.sub_(4e-3 * g_p)
+        by_hand = train.squared_error(net(x), y).item()
+    with torch.no_grad():
+        for p, p0 in zip(params, x0):
+            p.copy_(p0)
+    assert frozen["land_loss"][1] == pytest.approx(by_hand, rel=1e-10)
+    assert batch["land_loss"][1] != pytest.approx(by_hand, rel=1e-6)
