@@ -92,10 +92,14 @@ class Config:
                             f"classifiers' cross-entropy is always averaged)")
         if self.input_norm and (self.model != "dln" or self.norm == "none"):
             problems.append("input_norm=True is for model 'dln' with a norm")
-        if not self.affine and self.norm != "batch":
-            problems.append(f"affine=False is for norm 'batch' only, got norm={self.norm!r}")
+        if not self.affine and (self.norm != "batch" or self.model != "dln"):
+            problems.append(f"affine=False is for model 'dln' with norm 'batch' only, got model={self.model!r}, "
+                            f"norm={self.norm!r}")
         if self.probe_stats not in ("batch", "frozen"):
             problems.append(f"probe_stats={self.probe_stats!r} must be 'batch' or 'frozen'")
+        elif self.probe_stats == "frozen" and (self.norm not in ("batch", "noisy") or not self.landscape):
+            problems.append("probe_stats='frozen' needs a BN norm ('batch' or 'noisy') and landscape probes "
+                            "(it freezes BN's statistics in them; elsewhere it would change nothing)")
         if any(not (m > 0 and math.isfinite(m)) for m in self.landscape):
             problems.append(f"landscape={self.landscape!r}: step-size multipliers must be finite and > 0")
         n_layers = self.num_layers()

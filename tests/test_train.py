@@ -81,8 +81,11 @@ def test_dln_full_batch_gd_decreases_loss():
         (dict(probe_every=4, sharpness_every=6), "sharpness_every=6 must be a multiple of probe_every=4"),
         (dict(reduction="mean"), "'mean' for model 'dln' only"),
         (dict(input_norm=True), "input_norm=True is for model 'dln'"),
-        (dict(affine=False, norm="l2"), "affine=False is for norm 'batch' only"),
+        (dict(affine=False, norm="l2"), "affine=False is for model 'dln' with norm 'batch' only"),
+        (dict(affine=False, norm="batch"), "affine=False is for model 'dln'"),
         (dict(probe_stats="running"), "probe_stats='running'"),
+        (dict(probe_stats="frozen", norm="none", landscape=(1.0,)), "probe_stats='frozen' needs a BN norm"),
+        (dict(probe_stats="frozen", norm="batch"), "probe_stats='frozen' needs a BN norm"),
     ],
 )
 def test_bad_config_values_give_clear_errors(change, message):
