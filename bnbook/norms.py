@@ -12,9 +12,7 @@ The layers accept (N, C) and (N, C, H, W) inputs; statistics are per channel, ov
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -245,7 +243,7 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        # (σ², μ) that replace the batch's own statistics while set (`frozen_statistics`); None: Algorithm 1
+        # (σ², μ) that replace the batch's own statistics while set (`probes.frozen_statistics`); None: Algorithm 1
         self.frozen: tuple[Tensor, Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -276,41 +274,6 @@ class BatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}" + ("" if self.affine else ", affine=False")
-
-
-@contextlib.contextmanager
-def frozen_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
-    """Inside the block, every `BatchNorm` of `model` normalizes with the batch statistics it computes on input
-    `x` at the current parameters, held fixed, instead of recomputing them from its input at each call.
-
-    This is the landscape of the network with its normalization frozen at x₀ (what public reproductions of
-    Santurkar et al.'s probes do, with running statistics): moving the weights then changes the loss only
-    through the affine maps, not through μ_B and σ²_B. The statistics come from one forward pass in training
-    mode without gradients; running averages are not changed by it.
-    """
-    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
-    seen: dict[int, tuple[Tensor, Tensor]] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, inp, k=k: seen.__setitem__(k, batch_moments(inp[0].detach())))
-             for k, m in enumerate(layers)]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.train()
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, (rm, rv, nb) in zip(layers, saved):
-            m.running_mean.copy_(rm), m.running_var.copy_(rv), m.num_batches_tracked.copy_(nb)
-        model.train(training)
-    for k, m in enumerate(layers):
-        m.frozen = seen[k]
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.frozen = None
 
 
 def inject_noise(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .norms import BatchNorm, batch_moments, frozen_statistics
+from .norms import BatchNorm, batch_moments
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 QUANTILES = (0.01, 0.05, 0.15, 0.25, 0.5, 0.75, 0.85, 0.95, 0.99)
@@ -80,6 +80,41 @@ def _same_noise(model: nn.Module) -> Iterator[None]:
             g.set_state(s)
 
 
+def _hooked_forward(model: nn.Module, x: Tensor, hooks: list) -> None:
+    """One forward pass of batch x in training mode, without gradients, for the `hooks` (handles) registered to
+    observe it; afterwards the hooks are removed and the model and every RNG are as they were (`preserved`)."""
+    try:
+        with preserved(model), torch.no_grad():
+            model.train()
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@contextlib.contextmanager
+def frozen_statistics(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Inside the block, every `BatchNorm` of `model` normalizes with the batch statistics it computes on input
+    `x` at the current parameters, held fixed (`BatchNorm.frozen`), instead of recomputing them at each call.
+
+    This is the landscape of the network with its normalization frozen at x₀ (public reproductions of Santurkar
+    et al.'s probes freeze BN's statistics too, using the running averages): moving the weights then changes the
+    loss only through the affine maps, not through μ_B and σ²_B. The statistics come from one forward pass
+    (`_hooked_forward`), which leaves running averages and noise generators as they were.
+    """
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    seen: dict[int, tuple[Tensor, Tensor]] = {}
+    _hooked_forward(model, x, [m.register_forward_pre_hook(
+        lambda m, inp, k=k: seen.__setitem__(k, batch_moments(inp[0].detach()))) for k, m in enumerate(layers)])
+    for k, m in enumerate(layers):
+        m.frozen = seen[k]
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.frozen = None
+
+
 def base_gradient(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> tuple[float, list[Tensor]]:
     """(L(x₀), ∇L(x₀)) on batch (x, y) in training mode, the model left as it was: the starting point that
     `ics` and `landscape` share (pass it as `base=` to compute it once per probe step)."""
@@ -109,17 +144,10 @@ def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> di
     `N_SAMPLES` values for histograms.
     """
     captured: dict[int, Tensor] = {}
-    hooks = [
+    _hooked_forward(model, x, [
         model.blocks[i - 1].norm.register_forward_hook(lambda m, inp, out, i=i: captured.__setitem__(i, out.detach()))
         for i in layers
-    ]
-    try:
-        with preserved(model), torch.no_grad():
-            model.train()
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    ])
     out: dict[str, np.ndarray] = {}
     for i in layers:
         a = captured[i].cpu()
@@ -194,7 +222,7 @@ def landscape(
     ‖∇L(x(η)) − g‖₂, `{prefix}_beta` = max_η ‖∇L(x(η)) − g‖₂ / ‖η d‖₂, `{prefix}_loss0` = L(x₀) and
     `{prefix}_gnorm` = ‖g‖₂. `base`: (L(x₀), g) from `base_gradient`, if already computed.
     `frozen`: every BN normalizes with the batch statistics of x₀ held fixed, at x₀ and at every x(η)
-    (`norms.frozen_statistics`; `base` is then recomputed, since g changes with it).
+    (`frozen_statistics`; `base` is then recomputed, since g changes with it).
     """
     if direction not in ("gradient", "random"):
         raise ValueError(f"direction must be 'gradient' or 'random', got {direction!r}")
@@ -252,14 +280,7 @@ def end_to_end(model: nn.Module, x: Tensor) -> Tensor:
             scales[k] = (m.weight.detach() * torch.rsqrt(var + m.eps)).double()
         return record
 
-    hooks = [m.register_forward_pre_hook(hook(k)) for k, m in enumerate(layers)]
-    try:
-        with preserved(model), torch.no_grad():
-            model.train()
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_forward(model, x, [m.register_forward_pre_hook(hook(k)) for k, m in enumerate(layers)])
     index = {id(m): k for k, m in enumerate(layers)}
     h = model.blocks[0].layer.weight.shape[1]
     M = torch.eye(h, dtype=torch.float64)

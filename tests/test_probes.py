@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnbook import models, norms, probes, train
+from bnbook import models, probes, train
 from bnbook.train import Config
 
 from test_train import TINY_VGG, assert_same_run
@@ -181,7 +181,7 @@ def test_frozen_statistics_fix_bns_mean_and_variance_at_x0():
     net = models.deep_linear(depth=3, width=5, norm="batch", seed=2).double().train()
     live = net(x).detach()
     running = net.blocks[0].norm.running_mean.clone()
-    with norms.frozen_statistics(net, x):
+    with probes.frozen_statistics(net, x):
         assert torch.allclose(net(x), live, atol=1e-10)
         with torch.no_grad():
             net.blocks[0].layer.weight.mul_(2.0)
@@ -196,7 +196,7 @@ def test_frozen_statistics_fix_bns_mean_and_variance_at_x0():
     # the probed loss at x(η) is the frozen network's, by hand: statistics of x₀, gradient of the frozen loss
     params = list(net.parameters())
     x0 = [p.detach().clone() for p in params]
-    with norms.frozen_statistics(net, x):
+    with probes.frozen_statistics(net, x):
         g = torch.autograd.grad(train.squared_error(net(x), y), params)
         with torch.no_grad():
             for p, g_p in zip(params, g):
