@@ -183,7 +183,7 @@ def squared_error(pred: Tensor, target: Tensor) -> Tensor:
 
 def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
     """`squared_error` divided by the number of samples (the other reading of the paper's loss)."""
-    return (pred - target).pow(2).sum() / len(pred)
+    return squared_error(pred, target) / len(pred)
 
 
 REGRESSION_LOSSES = (squared_error, mean_squared_error)
@@ -214,12 +214,12 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Any, batch: int = 
     """
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     if loss_fn in REGRESSION_LOSSES:  # the DLN's samples in one pass: its loss is a sum (or mean) over all of them
         loss = float(loss_fn(model(x), y).double())
         model.train(was_training)
         return loss, math.nan
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch):
         out = model(x[i : i + batch])
         total += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
