@@ -824,7 +824,7 @@ def inference_stats(run, xtr, xte, yte, shuffle_seed: int = 12) -> dict[str, flo
     predictions that change when the test set is reshuffled before batching (k = 60, 16); `var_gap`: the
     largest |running variance / population variance − 1| over every BN unit.
     """
-    from .analysis import population_statistics, predict, with_statistics
+    from .probes import population_statistics, predict, with_statistics
 
     model = run.model()
     pop = population_statistics(model, xtr, batch_size=run.config.batch_size)

@@ -5,6 +5,8 @@
   before (G) and after (G') all preceding layers take their update on the same batch.
 - `landscape`: loss and gradient along the gradient direction (or a random one) over step sizes:
   loss range, gradient predictiveness ‖∇L(x − ηd) − g‖ and effective β-smoothness.
+- BN at inference (chapter 2): `predict` in either mode, Algorithm 2's `population_statistics`, and
+  `with_statistics`, a copy of a network that normalizes with given statistics.
 - `sharpness`: the top eigenvalue λ_max of the loss's Hessian (Lanczos on exact Hessian-vector products),
   the exact curvature along the gradient, and how well the gradient aligns with the top eigenvector.
 
@@ -17,11 +19,13 @@ Probes evaluate the model in training mode on the current batch: that is the los
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .norms import BatchNorm, batch_moments
 
@@ -380,3 +384,84 @@ def sharpness(
         "sharp_grad": np.float64(along),
         "sharp_cos": np.float64(abs(float(u @ vecs[:, -1]))),
     }
+
+
+# --- BN at inference (chapter 2): Algorithm 2 and the two ways to evaluate a trained BN network ---
+
+def _bn_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (BatchNorm, _BatchNorm))]
+
+
+def predict(
+    model: nn.Module, x: Tensor, batch_size: int = 1000, batch_stats: bool = False, order: Tensor | None = None
+) -> Tensor:
+    """Predicted classes of `model` on `x`, evaluated `batch_size` inputs at a time.
+
+    `batch_stats=False`: inference mode (BN uses its stored statistics, so the batching is irrelevant).
+    `batch_stats=True`: training mode, every BN layer normalizes with the statistics of the batch the
+    input happens to be in; `order` (a permutation of range(len(x))) chooses the batches. The model's
+    running statistics and mode are left untouched. Predictions come back in the original order; the
+    last batch may be smaller (it must hold ≥ 2 inputs with batch statistics).
+    """
+    order = torch.arange(len(x)) if order is None else torch.as_tensor(order)
+    out = torch.empty(len(x), dtype=torch.long)
+    with preserved(model), torch.no_grad():
+        model.train(batch_stats)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            out[idx] = model(x[idx]).argmax(1)
+    return out
+
+
+def population_statistics(model: nn.Module, x: Tensor, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+    """Algorithm 2 of Ioffe & Szegedy: every BN layer's population mean and variance over mini-batches of `x`.
+
+    The network runs in training mode on the consecutive mini-batches of `batch_size` inputs (the last
+    incomplete one dropped); each BN layer's batch mean μ_B and biased variance σ²_B are recorded and
+    averaged: E[x] = E_B[μ_B], Var[x] = m/(m − 1)·E_B[σ²_B], with m the values per channel in a batch
+    (batch × height × width for convolutions). Returns [(mean, var), …], one pair per BN layer in module
+    order. The model's parameters and running statistics are left untouched.
+    """
+    n = len(x) // batch_size
+    if n < 1 or batch_size < 2:
+        raise ValueError(f"need batch_size >= 2 and at least one full batch; got batch_size={batch_size}, {len(x)} inputs")
+    layers = _bn_layers(model)
+    means: list[list[Tensor]] = [[] for _ in layers]
+    variances: list[list[Tensor]] = [[] for _ in layers]
+    m = {}  # values per channel in one batch, per layer
+
+    def record(k: int):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            a = inputs[0].detach().double()
+            var, mean = torch.var_mean(a, (0,) if a.dim() == 2 else (0, 2, 3), correction=0)
+            means[k].append(mean)
+            variances[k].append(var)
+            m[k] = a.numel() // a.shape[1]
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(k)) for k, layer in enumerate(layers)]
+    try:
+        with preserved(model), torch.no_grad():
+            model.train()
+            for i in range(n):
+                model(x[i * batch_size : (i + 1) * batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    return [
+        (torch.stack(means[k]).mean(0).float(), (torch.stack(variances[k]).mean(0) * m[k] / (m[k] - 1)).float())
+        for k in range(len(layers))
+    ]
+
+
+def with_statistics(model: nn.Module, stats: list[tuple[Tensor, Tensor]]) -> nn.Module:
+    """A copy of `model` in inference mode whose BN layers use `stats` ([(mean, var), …], module order)."""
+    new = copy.deepcopy(model).eval()
+    layers = _bn_layers(new)
+    if len(layers) != len(stats):
+        raise ValueError(f"the model has {len(layers)} BN layers but {len(stats)} statistics were given")
+    with torch.no_grad():
+        for layer, (mean, var) in zip(layers, stats):
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
+    return new

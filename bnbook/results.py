@@ -11,6 +11,7 @@ folder, which may be read-only).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime
 import hashlib
@@ -36,8 +37,44 @@ from .train import Config, Run, config_from_dict, show_progress, train
 CACHE_ENV = "BNBOOK_CACHE"
 WORKERS_ENV = "BNBOOK_WORKERS"
 PACKAGE_DIR = Path(__file__).resolve().parent
-# The modules whose code determines a run's numbers; editing any of them invalidates the cache.
+# The modules whose code determines a run's numbers. Their code, not their text, is the cache key: `code_fingerprint`
+# drops what cannot change a number (comments, docstrings, error and warning messages, progress bars), so editing
+# those keeps the cache, and any other edit retrains.
 RUN_SOURCES = ("data.py", "models.py", "norms.py", "probes.py", "train.py")
+# calls that only display: their arguments are dropped from the fingerprint
+_DISPLAY_CALLS = frozenset({"tqdm", "set_postfix", "set_description", "print", "warn"})
+
+
+class _Numbers(ast.NodeTransformer):
+    """Strips a module's syntax tree down to what can change a number."""
+
+    def _body(self, node):
+        if node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]  # the docstring
+        return self.generic_visit(node)
+
+    visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _body
+
+    def visit_Raise(self, node: ast.Raise) -> ast.Raise:
+        exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+        return ast.Raise(exc=exc, cause=None)  # which error, not its message
+
+    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
+        return ast.Assert(test=self.visit(node.test), msg=None)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+        if name in _DISPLAY_CALLS:
+            return ast.Call(func=f, args=[], keywords=[])
+        return self.generic_visit(node)
+
+
+def code_fingerprint(source: str) -> str:
+    """A hash of the code in `source` (Python), blind to comments, docstrings, messages and progress display."""
+    tree = _Numbers().visit(ast.parse(source))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
 
 
 def cache_dir() -> Path:
@@ -47,11 +84,11 @@ def cache_dir() -> Path:
 
 
 def source_hash() -> str:
-    """A hash of the source of every module that affects a run's numbers."""
+    """A hash of the code (`code_fingerprint`) of every module that affects a run's numbers."""
     h = hashlib.sha256()
     for name in RUN_SOURCES:
         h.update(name.encode())
-        h.update((PACKAGE_DIR / name).read_bytes())
+        h.update(code_fingerprint((PACKAGE_DIR / name).read_text()).encode())
     return h.hexdigest()[:16]
 
 

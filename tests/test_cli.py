@@ -8,7 +8,7 @@ import pytest
 
 from bnbook import __main__ as cli
 
-from test_train import assert_same_run
+from conftest import assert_same_run
 
 
 def test_help_lists_the_commands():

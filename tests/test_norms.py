@@ -89,7 +89,6 @@ def test_noise_statistics_match_the_papers_recipe():
     """With a = 0 the output is m_ij; with a = 1 it is s_ij + m_ij: check their distributions."""
     gen = torch.Generator().manual_seed(0)
     n, c, draws = 64, 32, 400
-    means_mu, stds = [], []
     ms, ss = [], []
     for _ in range(draws):
         state = gen.get_state()

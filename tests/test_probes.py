@@ -5,11 +5,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from bnbook import models, probes, train
-from bnbook.train import Config
+from bnbook.norms import BatchNorm
 
-from test_train import TINY_VGG, assert_same_run
+from conftest import TINY_VGG, assert_same_run
 
 
 @pytest.mark.parametrize("norm", ["batch", "noisy", "none"])
@@ -207,3 +208,72 @@ def test_frozen_statistics_fix_bns_mean_and_variance_at_x0():
             p.copy_(p0)
     assert frozen["land_loss"][1] == pytest.approx(by_hand, rel=1e-10)
     assert batch["land_loss"][1] != pytest.approx(by_hand, rel=1e-6)
+
+
+# --- BN at inference ---
+
+def _bn_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(5, 4), BatchNorm(4), nn.Sigmoid(), nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 2.0)
+        net[1].bias.uniform_(-1.0, 1.0)
+    return net
+
+
+def test_predict_modes_and_no_side_effects():
+    net = _bn_net()
+    x = torch.randn(40, 5) * 3 + 1
+    net[1].running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.eval()
+    assert torch.equal(probes.predict(net, x, batch_size=7), net(x).argmax(1))
+    pred = probes.predict(net, x, batch_size=40, batch_stats=True)
+    assert not net.training  # mode restored
+    for k, v in net.state_dict().items():  # running statistics untouched
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():
+        assert torch.equal(pred, net.train()(x).argmax(1))
+    # batches follow `order`, predictions come back in the original order
+    net.load_state_dict(before)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    pred2 = probes.predict(net, x, batch_size=10, batch_stats=True, order=order)
+    with torch.no_grad():
+        net.train()
+        for i in range(0, 40, 10):
+            idx = order[i : i + 10]
+            assert torch.equal(pred2[idx], net(x[idx]).argmax(1))
+
+
+@pytest.mark.parametrize("shape", [(60, 4), (12, 4, 3, 5)])
+def test_population_statistics_is_algorithm_2(shape):
+    bn = BatchNorm(4)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2)) * 2 + 0.5
+    (mean, var), = probes.population_statistics(bn, x, batch_size=len(x) // 3)
+    dims = (0,) if len(shape) == 2 else (0, 2, 3)
+    chunks = x.double().chunk(3)
+    m = chunks[0].numel() // shape[1]
+    mu_b = torch.stack([c.mean(dims) for c in chunks])
+    var_b = torch.stack([c.var(dims, unbiased=False) for c in chunks])
+    assert torch.allclose(mean.double(), mu_b.mean(0), atol=1e-6)
+    assert torch.allclose(var.double(), var_b.mean(0) * m / (m - 1), atol=1e-6)
+    assert torch.equal(bn.running_mean, torch.zeros(4)) and bn.training  # untouched
+    inf = probes.with_statistics(bn, [(mean, var)])
+    assert not inf.training and torch.equal(inf.running_var, var)
+    assert torch.allclose(inf(x), (x - mean.view(1, -1, *[1] * (len(shape) - 2))) / torch.sqrt(
+        var.view(1, -1, *[1] * (len(shape) - 2)) + bn.eps), atol=1e-5)
+    with pytest.raises(ValueError):
+        probes.with_statistics(bn, [])
+    with pytest.raises(ValueError):
+        probes.population_statistics(bn, x, batch_size=1)
+
+
+def test_population_statistics_of_a_deeper_net_sees_normalized_inputs():
+    """The second BN layer's statistics are those of what it sees in training mode (batch-normalized inputs)."""
+    net = nn.Sequential(nn.Linear(5, 4), BatchNorm(4), nn.Linear(4, 4), BatchNorm(4))
+    x = torch.randn(64, 5, generator=torch.Generator().manual_seed(3))
+    stats = probes.population_statistics(net, x, batch_size=64)
+    with torch.no_grad():
+        h = net[2](net[1](net[0](x)))  # training mode: batch statistics in the first BN
+    assert torch.allclose(stats[1][0], h.mean(0), atol=1e-5)
+    assert torch.allclose(stats[1][1], h.var(0, unbiased=True), atol=1e-5)

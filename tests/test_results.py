@@ -9,7 +9,7 @@ import torch
 
 from bnbook import results, train
 
-from test_train import TINY_DLN, assert_same_run
+from conftest import TINY_DLN, assert_same_run
 
 
 def test_get_run_trains_once_then_hits_the_cache(cache, monkeypatch):
@@ -37,9 +37,42 @@ def test_changing_the_package_source_invalidates_the_cache(cache, tmp_path, monk
     assert results.run_key(TINY_DLN) == key
     (fake / "plots.py").write_text("# plots do not change numbers\n")
     assert results.run_key(TINY_DLN) == key
-    with open(fake / "norms.py", "a") as f:
-        f.write("\n# a change to the code that computes runs\n")
+    norms = (fake / "norms.py").read_text()
+    (fake / "norms.py").write_text(norms + "\n# a comment changes no number\n")
+    assert results.run_key(TINY_DLN) == key
+    (fake / "norms.py").write_text(norms + "\nEPS_FLOOR = 1e-12\n")  # code: it might
     assert results.run_key(TINY_DLN) != key
+
+
+TRAIN_STEP = '''
+def step(x, lr, bar):
+    """Take one step."""
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")  # why: a negative lr ascends
+    assert x.ndim == 2, "a matrix"
+    warnings.warn("slow")
+    bar.set_postfix(loss=f"{x.sum():.3g}")
+    return x - lr * x
+'''
+
+
+@pytest.mark.parametrize("edit, same", [
+    (("Take one step.", "Take a step of SGD."), True),  # docstring
+    (("why: a negative lr ascends", "because"), True),  # comment
+    (("got {lr}", "got lr={lr!r}; pass lr > 0"), True),  # error message
+    (('"a matrix"', '"expected (N, C)"'), True),  # assert message
+    (('"slow"', '"this is slow"'), True),  # warning
+    (('loss=f"{x.sum():.3g}"', 'loss=f"{x.sum():.4g}", lr=lr'), True),  # progress bar
+    (("lr <= 0", "lr < 0"), False),  # a condition
+    (("ValueError", "TypeError"), False),  # which error is raised
+    (("x - lr * x", "x - lr * x * 0.5"), False),  # arithmetic
+    (("x.ndim == 2", "x.ndim == 4"), False),  # an assert's test
+])
+def test_code_fingerprint_sees_code_not_text(edit, same):
+    old, new = edit
+    assert old in TRAIN_STEP
+    edited = TRAIN_STEP.replace(old, new)
+    assert (results.code_fingerprint(edited) == results.code_fingerprint(TRAIN_STEP)) is same
 
 
 def test_interrupted_write_leaves_nothing(tmp_path):

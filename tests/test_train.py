@@ -5,21 +5,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from bnbook import train
-from bnbook.train import Config
 
-TINY_VGG = Config(model="vgg", width=0.125, steps=8, batch_size=32, train_size=512, test_size=256, eval_every=4)
-TINY_DLN = Config(model="dln", depth=6, hidden=5, train_size=40, lr=1e-5, steps=30, eval_every=10)
-
-
-def assert_same_run(a, b):
-    assert a.history.keys() == b.history.keys()
-    for k in a.history:
-        np.testing.assert_array_equal(a.history[k], b.history[k], err_msg=k)
-    for k in a.state:
-        assert torch.equal(a.state[k], b.state[k]), k
+from conftest import TINY_DLN, TINY_VGG, assert_same_run
 
 
 @pytest.mark.parametrize("norm", ["batch", "noisy"])
