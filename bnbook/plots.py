@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import HTML, Markdown
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from .analysis import smooth  # noqa: F401  (re-exported: chapters call plots.smooth)
 from .train import Run
@@ -36,8 +39,8 @@ def use_style() -> None:
     plt.rcParams.update(
         {
             "figure.figsize": (7.0, 3.2),
-            "figure.dpi": 90,
-            "savefig.dpi": 90,
+            "figure.dpi": 150,  # the inline backend draws at this resolution: 1,050 px for a 7-inch figure
+            "savefig.dpi": 150,
             "axes.grid": True,
             "grid.alpha": 0.3,
             "axes.spines.top": False,
@@ -55,6 +58,52 @@ def use_style() -> None:
 def label(run: Run) -> str:
     """The legend entry of a run: its normalization and learning rate."""
     return f"{LABELS[run.config.norm]}, lr={run.config.lr:g}"
+
+
+def network(run_or_config) -> str:
+    """The network and its scale alone ("VGG-11 ×0.125 width"), for titles and captions that name no norm."""
+    cfg = getattr(run_or_config, "config", run_or_config)
+    return cfg.label().split(", norm=")[0]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> Markdown:
+    """A table as Markdown: Jupyter shows it as a table, and the book renders it as an HTML table that wraps to
+    the column (a printed table of fixed-width text scrolls sideways instead). Cells are shown with `str`;
+    `align` is one of l, r, c per column (default: the first column left, the others right)."""
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError(f"every row needs {len(header)} cells (the header's); got rows of {sorted({len(r) for r in rows})}")
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header) or set(align) - set("lrc"):
+        raise ValueError(f"align needs one of l, r, c per column ({len(header)}); got {align!r}")
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return Markdown("\n".join(lines))
+
+
+def player(fig: Figure, draw: Callable[[int], None], frames: int, interval_ms: int = 400) -> HTML:
+    """An interactive figure for the rendered book: `draw(i)` redraws `fig` as frame i; the result is a
+    self-contained HTML player (slider, play, step) with every frame embedded as an image, so it works from
+    disk with no server, kernel or network. Closes `fig`. Frames are drawn at 100 dpi to keep notebooks small."""
+    from matplotlib.animation import FuncAnimation
+
+    fig.set_dpi(100)
+    anim = FuncAnimation(fig, lambda i: draw(i) or [], frames=frames, interval=interval_ms, blit=False)
+    html = anim.to_jshtml(default_mode="once", embed_frames=True)
+    plt.close(fig)
+    # matplotlib's player takes its button icons from a font on a CDN: offline they would be blank buttons
+    html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+    html = re.sub(r'<i class="fa fa-([a-z-]+)( fa-flip-horizontal)?"></i>',
+                  lambda m: "◀" if m.group(2) else _PLAYER_ICONS.get(m.group(1), "·"), html)
+    return HTML(html)
+
+
+_PLAYER_ICONS = {"minus": "−", "plus": "+", "fast-backward": "⏮", "step-backward": "|◀", "play": "▶",
+                 "pause": "❚❚", "step-forward": "▶|", "fast-forward": "⏭"}
 
 
 def below(x: float, bound: float) -> str:

@@ -109,3 +109,51 @@ def test_claims_page_links_reach_their_sections(built):
     assert links, "the claims page links to no section"
     for target, anchor in set(links):
         assert f'id="{anchor}"' in (page.parent / target).read_text(), f"claims page: {target}#{anchor} does not exist"
+
+
+# Marks every element that sticks out of the page's content column, or that scrolls sideways inside it (a wide
+# table, a long output line in a <pre>), and writes what it found into the page for --dump-dom to read back.
+_OVERFLOW_JS = """
+<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const col = document.querySelector('article.bd-article') || document.querySelector('main');
+  const right = col.getBoundingClientRect().right;
+  const bad = [];
+  for (const el of col.querySelectorAll('*')) {
+    if (el.closest('mjx-container, .anim-controls, script, style') || !el.getClientRects().length) continue;
+    const r = el.getBoundingClientRect(), st = getComputedStyle(el);
+    const scrolls = ['auto', 'scroll'].includes(st.overflowX) && el.scrollWidth > el.clientWidth + 2;
+    if (r.right > right + 2 || scrolls) {
+      const what = (el.innerText || el.tagName).trim().split('\\n')[0].slice(0, 80);
+      bad.push(el.tagName.toLowerCase() + '.' + (el.className || '').toString().split(' ')[0] + ': ' + what);
+    }
+  }
+  const out = document.createElement('pre');
+  out.id = 'bnbook-overflow';
+  out.textContent = JSON.stringify(bad.slice(0, 20));
+  document.body.appendChild(out);
+}, 500));
+</script>
+"""
+
+
+def test_no_page_scrolls_sideways(built):
+    """Tables and outputs fit the content column at a laptop's window width (1280 px): nothing sticks out of it and
+    nothing inside it needs a horizontal scroll bar."""
+    import json
+
+    found = {}
+    for page in built:
+        probe = page.with_name(f".overflow-{page.name}")
+        probe.write_text(page.read_text().replace("</body>", _OVERFLOW_JS + "</body>"))
+        try:
+            dom = _chromium("--dump-dom", "--window-size=1280,1600", probe.as_uri())
+        finally:
+            probe.unlink()
+        m = re.search(r'<pre id="bnbook-overflow"[^>]*>(.*?)</pre>', dom, re.S)
+        assert m, f"{page.name}: the overflow check did not run"
+        bad = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+        if bad:
+            found[page.name] = bad
+    assert not found, "content wider than the column (scrolls sideways):\n" + "\n".join(
+        f"{name}: {len(items)}+ elements, e.g. " + "; ".join(items[:4]) for name, items in found.items())

@@ -1,0 +1,45 @@
+"""bnbook.plots: tables as Markdown, the offline player, labels."""
+
+import re
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bnbook import plots  # noqa: E402
+from bnbook.experiments import BOOK_DLN, BOOK_VGG  # noqa: E402
+
+
+def test_table_is_markdown_with_escaped_cells_and_checked_shape():
+    t = plots.table(["claim", "a|b"], [["x", 1.5], ["y|z", "2\n3"]])
+    assert t.data.split("\n") == ["| claim | a\\|b |", "|:---|---:|", "| x | 1.5 |", "| y\\|z | 2 3 |"]
+    assert plots.table(["a", "b"], [[1, 2]], align="cr").data.split("\n")[1] == "|:---:|---:|"
+    with pytest.raises(ValueError, match="every row needs 2 cells"):
+        plots.table(["a", "b"], [[1]])
+    with pytest.raises(ValueError, match="align needs"):
+        plots.table(["a", "b"], [[1, 2]], align="lx")
+
+
+def test_player_is_self_contained_and_shows_every_frame():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    (line,) = ax.plot([0, 1], [0, 0])
+    drawn = []
+
+    def draw(i):
+        drawn.append(i)
+        line.set_ydata([0, i])
+
+    html = plots.player(fig, draw, frames=4).data
+    assert set(drawn) >= {0, 1, 2, 3}
+    assert html.count("data:image/png;base64,") >= 4  # every frame is embedded
+    assert not re.search(r"(src|href)=\"https?://", html) and "fa fa-" not in html  # nothing from a CDN
+    assert "▶" in html and "❚❚" in html and "◀" in html  # the buttons still have their icons
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_network_names_the_scale_without_norm_lr_or_seed():
+    assert plots.network(BOOK_VGG) == "VGG-11 ×0.125 width"
+    assert plots.network(BOOK_DLN).startswith("DLN 25×10")
+    assert "norm" not in plots.network(BOOK_DLN)
