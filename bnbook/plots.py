@@ -1,4 +1,5 @@
-"""The book's figures: one style, one colour per normalization, the papers' figures as functions of runs."""
+"""The book's figures, tables and the numbers in its prose: one style, one colour per normalization, the papers'
+figures as functions of runs, tables the book renders as HTML, an offline interactive player, and `glue` helpers."""
 
 from __future__ import annotations
 
@@ -104,6 +105,30 @@ def player(fig: Figure, draw: Callable[[int], None], frames: int, interval_ms: i
 
 _PLAYER_ICONS = {"minus": "−", "plus": "+", "fast-backward": "⏮", "step-backward": "|◀", "play": "▶",
                  "pause": "❚❚", "step-forward": "▶|", "fast-forward": "⏭"}
+
+
+def glue_number(name: str, value: float) -> None:
+    """Glue a number for the prose (`{glue:text}` name) as a Python float: MyST cannot format numpy's."""
+    from myst_nb import glue
+
+    glue(name, float(value), display=False)
+
+
+def glue_range(name: str, values: Sequence[float]) -> None:
+    """Glue the min and max of `values` as `{name}_lo` and `{name}_hi`: the prose's "lo–hi" over seeds."""
+    glue_number(f"{name}_lo", np.min(values))
+    glue_number(f"{name}_hi", np.max(values))
+
+
+def span(values: Sequence[float], fmt: str) -> str:
+    """"lo–hi" of `values` formatted with `fmt`, or one number where every value gives the same text."""
+    lo, hi = format(float(np.min(values)), fmt), format(float(np.max(values)), fmt)
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def percent(x: float, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.1234 -> "12.3%"."""
+    return f"{100 * x:.{digits}f}%"
 
 
 def below(x: float, bound: float) -> str:

@@ -43,3 +43,9 @@ def test_network_names_the_scale_without_norm_lr_or_seed():
     assert plots.network(BOOK_VGG) == "VGG-11 ×0.125 width"
     assert plots.network(BOOK_DLN).startswith("DLN 25×10")
     assert "norm" not in plots.network(BOOK_DLN)
+
+
+def test_span_and_percent():
+    assert plots.span([0.12, 0.5, 0.31], ".2f") == "0.12–0.50"
+    assert plots.span([2.001, 2.004], ".2f") == "2.00"
+    assert plots.percent(0.1234) == "12.3%" and plots.percent(1, 0) == "100%"
