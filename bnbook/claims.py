@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from html import escape
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from .data import atomic_write
+from .plots import TEXT_WIDTH
 
 CLAIMS_ENV = "BNBOOK_CLAIMS"
 VERDICTS = ("reproduced", "partly", "not robust", "not reproduced", "reversed", "confirmed", "refuted")
@@ -88,7 +90,7 @@ class Claim:
 
     def line(self) -> str:
         """The claim, its ensemble and the book's verdict (`stated`, once checked): the same on any machine."""
-        return f"{self.claim} [{self.seeds or 'no training'}] -> {self.stated or self.verdict}"
+        return _wrap(f"{self.claim} [{self.seeds or 'no training'}] -> {self.stated or self.verdict}")
 
     def report(self) -> str:
         """Everything about the claim, its measured numbers included (they vary by machine: not for nbval)."""
@@ -100,23 +102,25 @@ class Claim:
         if self.stated and self.stated != self.verdict:
             lines.append(f"the chapter states: {self.stated} (this run differs only in conditions that one of the two "
                          "leaves undecided; see `check`)")
-        return "\n".join(lines + ([self.values_table()] if self.values else []))
+        return "\n".join([_wrap(line) for line in lines] + ([self.values_table()] if self.values else []))
 
     def values_table(self) -> str:
-        """The per-seed numbers as a text table (one row per quantity, one column per seed)."""
+        """The per-seed numbers as text, one quantity per line (in the order of the runs' seeds)."""
         if not self.values:
             return ""
-        n = max(len(v) for v in self.values.values())
-        width = max(len(k) for k in self.values)
-        head = f"{'':<{width}} | " + " | ".join(f"seed {i:<3}" for i in range(n))
-        rows = [f"{k:<{width}} | " + " | ".join(f"{x:8.4g}" for x in v) for k, v in self.values.items()]
-        return "\n".join([head, *rows])
+        return "\n".join(["per seed:"] + [_wrap(f"  {k}: " + ", ".join(f"{x:.4g}" for x in v), "      ")
+                                          for k, v in self.values.items()])
 
     def link(self) -> str:
         """The HTML page and anchor of the section that checks the claim (Sphinx's section id)."""
         from docutils.nodes import make_id  # Sphinx's own rule for section ids; docutils comes with the book
 
         return f"{NOTEBOOKS[self.chapter]}.html#{make_id(self.section)}"
+
+
+def _wrap(text: str, indent: str = "    ") -> str:
+    """`text` folded to the book's column (`TEXT_WIDTH` characters), later lines indented."""
+    return textwrap.fill(text, TEXT_WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
 
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "artifacts" / "claims"  # committed

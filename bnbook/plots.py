@@ -15,6 +15,9 @@ from matplotlib.figure import Figure
 from .analysis import smooth  # noqa: F401  (re-exported: chapters call plots.smooth)
 from .train import Run
 
+# the characters of an output line that fit the book's column (80 at a 1280-px window: tests/test_render.py)
+TEXT_WIDTH = 78
+
 LABELS = {
     "none": "Standard",
     "batch": "Standard + BatchNorm",
