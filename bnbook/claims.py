@@ -170,7 +170,7 @@ def table(claims: list[Claim], html: bool = True) -> str:
                          + "".join(f"  {k}: {getattr(c, k)}\n" for k in cols if getattr(c, k))
                          + f"  verdict: {c.stated or c.verdict}\n" for c in claims)
     def td(text: str, style: str = "") -> str:
-        return f'<td style="vertical-align: top; {style}">{text}</td>'
+        return f'<td style="vertical-align: top; overflow-wrap: anywhere; {style}">{text}</td>'
 
     rows = [
         "<tr>" + td(f'<a href="{escape(c.link())}">{c.chapter}</a>') + td(escape(c.claim)) + td(escape(c.paper))
@@ -180,13 +180,15 @@ def table(claims: list[Claim], html: bool = True) -> str:
              + (f'<br><small style="opacity: 0.7">conditions: {escape(counts(c.conditions))}</small>' if c.conditions else ""))
         + td(f"<b>{escape(c.stated or c.verdict)}</b>"
              + (f'<br><small style="opacity: 0.7">this run: {escape(c.verdict)}</small>' if c.stated not in ("", c.verdict) else ""),
-             "white-space: nowrap") + "</tr>"
+             ) + "</tr>"
         for c in claims
     ]
-    head = "".join(f"<th>{k}</th>" for k in ("§", "claim", "paper", "book (scale)", "verdict"))
-    # the book's content column is narrow: smaller type, and the table scrolls sideways rather than overflow
-    return (f'<div style="overflow-x: auto"><table class="claims" style="font-size: 0.8em">'
-            f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    widths = {"§": 5, "claim": 22, "paper": 21, "book (scale)": 37, "verdict": 15}  # percent of the column
+    head = "".join(f"<th>{k}</th>" for k in widths)
+    cols = "".join(f'<col style="width: {w}%">' for w in widths.values())
+    # the book's content column is narrow: small type, fixed column shares, long words broken, so it never scrolls
+    return (f'<table class="claims" style="font-size: 0.8em; width: 100%; table-layout: fixed">'
+            f'<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def summary(claims: list[Claim]) -> dict[str, int]:
