@@ -192,7 +192,9 @@ def band(runs: Sequence[Run], key: str, ax: Axes | None = None, log: bool = True
         lo, hi = (v.min(axis=1), v.max(axis=1)) if v.ndim == 2 else (v, v)
         c = COLORS[run.config.norm]
         ax.fill_between(h["probe_step"], lo, hi, color=c, alpha=0.35, label=label(run))
-        ax.plot(h["probe_step"], hi, color=c, lw=0.8)
+        # markers where a probe was taken: between them the band is only an interpolation
+        ax.plot(h["probe_step"], hi, color=c, lw=0.8, marker=".", ms=4)
+        ax.plot(h["probe_step"], lo, color=c, lw=0, marker=".", ms=3)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("training step")
