@@ -89,6 +89,20 @@ def table(header: Sequence[str], rows: Sequence[Sequence], align: str | None = N
     return Markdown("\n".join(lines))
 
 
+def verdict_counts(claims: Sequence) -> Markdown:
+    """How many of `claims` (`bnbook.claims.Claim`s) have each verdict, chapter by chapter and in all, as a
+    `table`: the book's verdict (`stated`, where the chapter checked it), as `bnbook.claims.summary` counts them.
+    A verdict no claim has gets no row; the last row counts every claim."""
+    from . import claims as claims_module  # claims imports this module
+
+    chapters = sorted({c.chapter for c in claims})
+    by_chapter = {n: claims_module.summary([c for c in claims if c.chapter == n]) for n in chapters}
+    rows = [[v] + [by_chapter[n].get(v, "–") for n in chapters] + [total]
+            for v, total in claims_module.summary(claims).items()]
+    rows.append(["all"] + [sum(by_chapter[n].values()) for n in chapters] + [len(claims)])
+    return table(["verdict"] + [f"ch. {n}" for n in chapters] + ["all"], rows)
+
+
 def player(fig: Figure, draw: Callable[[int], None], frames: int, interval_ms: int = 400) -> HTML:
     """An interactive figure for the rendered book: `draw(i)` redraws `fig` as frame i; the result is a
     self-contained HTML player (slider, play, step) with every frame embedded as an image, so it works from
@@ -396,6 +410,22 @@ def landscape_lines(runs: Sequence[Run], quantity: str, ax: Axes | None = None, 
     ax.set_ylabel({"loss_range": "loss range over $\\eta$", "graddiff": "max$_\\eta$ $\\|\\nabla L(x(\\eta)) - g\\|_2$",
                    "beta": "effective $\\beta$-smoothness"}[quantity])
     return ax
+
+
+LANDSCAPE_NAMES = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β"}
+
+
+def landscape_comparison(t: dict[str, dict[str, float]], paper: dict[str, str],
+                         who: Sequence[str] = ("standard", "BN")) -> Markdown:
+    """`bnbook.analysis.landscape_table(a, b)` as a table, one row per quantity beside the paper's reading
+    (`paper`: quantity → text): the medians of a and b, their ratio, the worst probes, and how often a is the
+    rougher one. `who` names a and b in the header."""
+    a, b = who
+    header = ["quantity", "paper", f"median, {a}", f"median, {b}", "ratio", f"worst, {a}", f"worst, {b}",
+              f"{a} rougher"]
+    rows = [[LANDSCAPE_NAMES.get(q, q), paper[q], f"{r['median_a']:.3g}", f"{r['median_b']:.3g}", f"{r['ratio']:.3g}",
+             f"{r['max_a']:.3g}", f"{r['max_b']:.3g}", f"{100 * r['wins']:.0f}% of probes"] for q, r in t.items()]
+    return table(header, rows, align="ll" + "r" * 6)
 
 
 SHARPNESS_LINES = {  # what `sharpness_over_training` draws: history key → (label, line style)

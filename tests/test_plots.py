@@ -22,6 +22,18 @@ def test_table_is_markdown_with_escaped_cells_and_checked_shape():
         plots.table(["a", "b"], [[1, 2]], align="lx")
 
 
+def test_verdict_counts_counts_the_stated_verdict_by_chapter():
+    from bnbook.claims import Claim
+
+    def claim(chapter, verdict, stated=""):
+        return Claim(chapter, "s", "c", "p", "b", "scale", verdict, stated=stated)
+
+    t = plots.verdict_counts([claim(1, "reproduced"), claim(1, "not robust", stated="reproduced"),
+                              claim(3, "partly"), claim(3, "confirmed")])
+    assert t.data.split("\n") == ["| verdict | ch. 1 | ch. 3 | all |", "|:---|---:|---:|---:|",
+                                   "| reproduced | 2 | – | 2 |", "| partly | – | 1 | 1 |",
+                                   "| confirmed | – | 1 | 1 |", "| all | 2 | 2 | 4 |"]
+
 def test_player_is_self_contained_and_shows_every_frame():
     fig, ax = plt.subplots(figsize=(3, 2))
     (line,) = ax.plot([0, 1], [0, 0])
@@ -49,3 +61,12 @@ def test_span_and_percent():
     assert plots.span([0.12, 0.5, 0.31], ".2f") == "0.12–0.50"
     assert plots.span([2.001, 2.004], ".2f") == "2.00"
     assert plots.percent(0.1234) == "12.3%" and plots.percent(1, 0) == "100%"
+
+
+def test_landscape_comparison_puts_the_paper_beside_each_quantity():
+    row = {"median_a": 20.9, "median_b": 14.1, "ratio": 1.4823, "max_a": 56.6, "max_b": 25.3, "wins": 0.625}
+    t = plots.landscape_comparison({"beta": row}, {"beta": "BN flat ≈ 20"}).data.split("\n")
+    assert t[0] == ("| quantity | paper | median, standard | median, BN | ratio | worst, standard | worst, BN "
+                    "| standard rougher |")
+    assert t[1] == "|:---|:---|---:|---:|---:|---:|---:|---:|"
+    assert t[2] == "| effective β | BN flat ≈ 20 | 20.9 | 14.1 | 1.48 | 56.6 | 25.3 | 62% of probes |"
