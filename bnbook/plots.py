@@ -111,7 +111,8 @@ def player(fig: Figure, draw: Callable[[int], None], frames: int, interval_ms: i
 
     fig.set_dpi(100)
     anim = FuncAnimation(fig, lambda i: draw(i) or [], frames=frames, interval=interval_ms, blit=False)
-    html = anim.to_jshtml(default_mode="once", embed_frames=True)
+    with plt.rc_context({"savefig.dpi": 100}):  # the player saves its frames at savefig.dpi, not the figure's
+        html = anim.to_jshtml(default_mode="once", embed_frames=True)
     plt.close(fig)
     # matplotlib's player takes its button icons from a font on a CDN: offline they would be blank buttons
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)

@@ -1,5 +1,7 @@
 """bnbook.plots: tables as Markdown, the offline player, labels."""
 
+import base64
+import io
 import re
 
 import matplotlib
@@ -7,6 +9,8 @@ import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from PIL import Image  # noqa: E402
 
 from bnbook import plots  # noqa: E402
 from bnbook.experiments import BOOK_DLN, BOOK_VGG  # noqa: E402
@@ -35,6 +39,7 @@ def test_verdict_counts_counts_the_stated_verdict_by_chapter():
                                    "| confirmed | – | 1 | 1 |", "| all | 2 | 2 | 4 |"]
 
 def test_player_is_self_contained_and_shows_every_frame():
+    plots.use_style()  # the book's style saves at 150 dpi: the player's frames stay at 100
     fig, ax = plt.subplots(figsize=(3, 2))
     (line,) = ax.plot([0, 1], [0, 0])
     drawn = []
@@ -49,6 +54,8 @@ def test_player_is_self_contained_and_shows_every_frame():
     assert not re.search(r"(src|href)=\"https?://", html) and "fa fa-" not in html  # nothing from a CDN
     assert "▶" in html and "❚❚" in html and "◀" in html  # the buttons still have their icons
     assert not plt.fignum_exists(fig.number)
+    png = re.search(r"data:image/png;base64,([^\"]+)", html).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(png))).size[0] == 300  # 3 in at 100 dpi, whatever the style says
 
 
 def test_network_names_the_scale_without_norm_lr_or_seed():
