@@ -121,8 +121,9 @@ def player(fig: Figure, draw: Callable[[int], None], frames: int, interval_ms: i
     return HTML(html)
 
 
-_PLAYER_ICONS = {"minus": "−", "plus": "+", "fast-backward": "⏮", "step-backward": "|◀", "play": "▶",
-                 "pause": "❚❚", "step-forward": "▶|", "fast-forward": "⏭"}
+# glyphs of the Geometric Shapes block, which common fonts have (⏮ and ⏭ render as empty boxes in many)
+_PLAYER_ICONS = {"minus": "−", "plus": "+", "fast-backward": "|◀◀", "step-backward": "|◀", "play": "▶",
+                 "pause": "❚❚", "step-forward": "▶|", "fast-forward": "▶▶|"}
 
 
 def glue_number(name: str, value: float) -> None:
