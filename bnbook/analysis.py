@@ -181,6 +181,8 @@ def _finite_or_inf(v: np.ndarray) -> np.ndarray:
 
 
 LANDSCAPE_QUANTITIES = ("loss_range", "graddiff", "beta")
+# how the book names them in prose, tables and claims
+LANDSCAPE_NAMES = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β"}
 
 
 def landscape_per_probe(run: Run, quantity: str, prefix: str = "land") -> np.ndarray:

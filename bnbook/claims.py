@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .analysis import LANDSCAPE_NAMES
 from .data import atomic_write
 from .plots import TEXT_WIDTH
 
@@ -169,8 +170,8 @@ def table(claims: list[Claim], html: bool = True) -> str:
         return "\n".join(f"[{c.chapter}] {c.section}\n"
                          + "".join(f"  {k}: {getattr(c, k)}\n" for k in cols if getattr(c, k))
                          + f"  verdict: {c.stated or c.verdict}\n" for c in claims)
-    def td(text: str, style: str = "") -> str:
-        return f'<td style="vertical-align: top; overflow-wrap: anywhere; {style}">{text}</td>'
+    def td(text: str) -> str:
+        return f'<td style="vertical-align: top; overflow-wrap: anywhere">{text}</td>'
 
     rows = [
         "<tr>" + td(f'<a href="{escape(c.link())}">{c.chapter}</a>') + td(escape(c.claim)) + td(escape(c.paper))
@@ -179,7 +180,7 @@ def table(claims: list[Claim], html: bool = True) -> str:
              + (f'<br><small style="opacity: 0.7">rule: {escape(c.rule)}</small>' if c.rule else "")
              + (f'<br><small style="opacity: 0.7">conditions: {escape(counts(c.conditions))}</small>' if c.conditions else ""))
         + td(f"<b>{escape(c.stated or c.verdict)}</b>"
-             + (f'<br><small style="opacity: 0.7">this run: {escape(c.verdict)}</small>' if c.stated not in ("", c.verdict) else ""),
+             + (f'<br><small style="opacity: 0.7">this run: {escape(c.verdict)}</small>' if c.stated not in ("", c.verdict) else "")
              ) + "</tr>"
         for c in claims
     ]
@@ -924,7 +925,6 @@ S4_RAND = "4.5 Random directions"
 S4_EDGE = "4.7 Smoother landscape, more predictive gradients, larger steps"
 LATE = 100  # VGG: the standard network leaves its initial plateau around this step; probes from here on
 DESCENT_LIMIT = 2.0  # the descent lemma: a step of size lr decreases the loss when lr·β < 2
-_QUANTITY = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β"}
 _PAPER_FIG4 = {
     "loss_range": ("VGG: along the gradient, the loss varies less with BN (narrow band) than without (wide spikes)",
                    "Fig. 4(a): loss range, standard wide spikes, BN a narrow band (≈ 10⁰…10¹, log scale; 15k steps)"),
@@ -968,7 +968,7 @@ def vgg_landscape(vgg: dict[tuple[str, float], Sequence], quantity: str, since: 
     reverse = {"BN rougher: median and worst probe": below([max(r["ratio"], r["max_ratio"]) for r in t], 1.0, log=True)}
     values = {"median, standard / BN": [r["ratio"] for r in t], "worst probe, standard / BN": [r["max_ratio"] for r in t],
               "spread, standard / BN": [r["spread_ratio"] for r in t]}
-    name = _QUANTITY[quantity]
+    name = LANDSCAPE_NAMES[quantity]
     book = (f"{name}, standard / BN: median {spread(values['median, standard / BN'], '.2f')}, worst probe "
             f"{spread(values['worst probe, standard / BN'], '.2f')}, probe-to-probe spread {spread(values['spread, standard / BN'], '.2f')}")
     if quantity == "beta":
@@ -1018,11 +1018,11 @@ def dln_landscape(dln: dict[tuple[str, float], Sequence]) -> Claim:
     t = [landscape_table(s, b) for s, b in pairs]
     holds = {"standard > 10× BN, all three": above([min(r[q]["ratio"] for q in LANDSCAPE_QUANTITIES) for r in t], 10.0, log=True)}
     reverse = {"BN > 10× standard, all three": below([max(r[q]["ratio"] for q in LANDSCAPE_QUANTITIES) for r in t], 0.1, log=True)}
-    values = {f"median {_QUANTITY[q]}, BN / standard": [1 / r[q]["ratio"] for r in t] for q in LANDSCAPE_QUANTITIES}
+    values = {f"median {LANDSCAPE_NAMES[q]}, BN / standard": [1 / r[q]["ratio"] for r in t] for q in LANDSCAPE_QUANTITIES}
     values["median β, standard"] = [r["beta"]["median_a"] for r in t]
     values["median β, BN"] = [r["beta"]["median_b"] for r in t]
     book = (f"median β standard {spread(values['median β, standard'], '.3g')}, BN {spread(values['median β, BN'], '.3g')}; "
-            "BN / standard, median " + ", ".join(f"{_QUANTITY[q]} {spread(values[f'median {_QUANTITY[q]}, BN / standard'], '.2g')}"
+            "BN / standard, median " + ", ".join(f"{LANDSCAPE_NAMES[q]} {spread(values[f'median {LANDSCAPE_NAMES[q]}, BN / standard'], '.2g')}"
                                                  for q in LANDSCAPE_QUANTITIES))
     return _claim(4, S4_DLN, "DLN: the standard network's landscape is rougher than BN's by many orders of magnitude",
                   "standard: loss variation up to ≈ 10¹⁴, β up to ≈ 10¹⁵ early; BN β ≈ 10⁷, flat", book,

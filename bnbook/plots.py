@@ -12,6 +12,7 @@ from IPython.display import HTML, Markdown
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .analysis import LANDSCAPE_NAMES
 from .analysis import smooth  # noqa: F401  (re-exported: chapters call plots.smooth)
 from .train import Run
 
@@ -412,9 +413,6 @@ def landscape_lines(runs: Sequence[Run], quantity: str, ax: Axes | None = None, 
     ax.set_ylabel({"loss_range": "loss range over $\\eta$", "graddiff": "max$_\\eta$ $\\|\\nabla L(x(\\eta)) - g\\|_2$",
                    "beta": "effective $\\beta$-smoothness"}[quantity])
     return ax
-
-
-LANDSCAPE_NAMES = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β"}
 
 
 def landscape_comparison(t: dict[str, dict[str, float]], paper: dict[str, str],

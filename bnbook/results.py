@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -71,6 +72,7 @@ class _Numbers(ast.NodeTransformer):
         return self.generic_visit(node)
 
 
+@functools.lru_cache(maxsize=64)  # run_key calls it for every run: parse each module's text once, not every time
 def code_fingerprint(source: str) -> str:
     """A hash of the code in `source` (Python), blind to comments, docstrings, messages and progress display."""
     tree = _Numbers().visit(ast.parse(source))
