@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from html import escape
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from .analysis import LANDSCAPE_NAMES
 from .data import atomic_write
-from .plots import TEXT_WIDTH
+from .plots import fold
 
 CLAIMS_ENV = "BNBOOK_CLAIMS"
 VERDICTS = ("reproduced", "partly", "not robust", "not reproduced", "reversed", "confirmed", "refuted")
@@ -91,7 +91,7 @@ class Claim:
 
     def line(self) -> str:
         """The claim, its ensemble and the book's verdict (`stated`, once checked): the same on any machine."""
-        return _wrap(f"{self.claim} [{self.seeds or 'no training'}] -> {self.stated or self.verdict}")
+        return fold(f"{self.claim} [{self.seeds or 'no training'}] -> {self.stated or self.verdict}")
 
     def report(self) -> str:
         """Everything about the claim, its measured numbers included (they vary by machine: not for nbval)."""
@@ -103,13 +103,13 @@ class Claim:
         if self.stated and self.stated != self.verdict:
             lines.append(f"the chapter states: {self.stated} (this run differs only in conditions that one of the two "
                          "leaves undecided; see `check`)")
-        return "\n".join([_wrap(line) for line in lines] + ([self.values_table()] if self.values else []))
+        return "\n".join([fold(line) for line in lines] + ([self.values_table()] if self.values else []))
 
     def values_table(self) -> str:
         """The per-seed numbers as text, one quantity per line (in the order of the runs' seeds)."""
         if not self.values:
             return ""
-        return "\n".join(["per seed:"] + [_wrap(f"  {k}: " + ", ".join(f"{x:.4g}" for x in v), "      ")
+        return "\n".join(["per seed:"] + [fold(f"  {k}: " + ", ".join(f"{x:.4g}" for x in v), "      ")
                                           for k, v in self.values.items()])
 
     def link(self) -> str:
@@ -117,11 +117,6 @@ class Claim:
         from docutils.nodes import make_id  # Sphinx's own rule for section ids; docutils comes with the book
 
         return f"{NOTEBOOKS[self.chapter]}.html#{make_id(self.section)}"
-
-
-def _wrap(text: str, indent: str = "    ") -> str:
-    """`text` folded to the book's column (`TEXT_WIDTH` characters), later lines indented."""
-    return textwrap.fill(text, TEXT_WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
 
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "artifacts" / "claims"  # committed
@@ -1168,6 +1163,143 @@ def bn_lowers_sharpness(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[
                   "Santurkar et al.: smoother (effective β, Fig. 4c, 5); Ghorbani et al. (2019): BN removes the Hessian's "
                   "outlier eigenvalues", book, scale, holds,
                   "BN's median λ_max < the standard network's", seeds, values, reverse)
+
+# --- chapter 4.9: the learning-rate sweep (the artifact `experiments.load_grid("lr-sweep")`, by `analysis.sweep_cells`) ---
+
+S4_SWEEP = "4.9 Over a range of learning rates"
+TRAINS = CHANCE + 0.1  # a run "trains" when its test accuracy exceeds chance by 10 points, as in standard_stuck_at_05
+
+
+def sweep_accuracy(row: dict) -> float:
+    """A sweep run's final test accuracy (its row in the artifact); a diverged run's is chance, as in `accuracy`."""
+    return CHANCE if row["final"]["status"] == "diverged" else float(row["final"]["test_acc"])
+
+
+def sweep_sharpness(row: dict, since: int = EOS_SINCE["vgg"]) -> float:
+    """A sweep run's median lr·λ_max over its sharpness probes from step `since` on (an overflowed probe, or
+    none after a divergence: +inf)."""
+    v = [np.inf if x is None else x for x, s in zip(row["lr_lmax"], row["sharp_step"]) if s >= since]
+    return float(np.median(v)) if v else np.inf
+
+
+def _sweep_scope(sweep: dict[tuple[str, float], list[dict]]) -> tuple[str, str, list[float]]:
+    """(scale, seeds, learning rates) of a §4.9 claim; the scale is the sweep's lr-0.1 runs' without norm and lr."""
+    from .train import config_from_dict
+
+    lrs = sorted({lr for _, lr in sweep})
+    rows = sweep["none", 0.1]
+    seeds = sorted(r["config"]["seed"] for r in rows)
+    scale = scale_of(SimpleNamespace(config=config_from_dict(rows[0]["config"])))
+    return (f"{scale}; learning rates {', '.join(map(lr_text, lrs))}",
+            f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}) per configuration", lrs)
+
+
+def _largest_trained(rows: list[dict], lrs: list[float]) -> list[float]:
+    """Per seed, the largest learning rate of the sweep at which the run trains (`TRAINS`); 0 where none does."""
+    return [max([lr for lr in lrs if sweep_accuracy(rows[lr][i]) > TRAINS], default=0.0) for i in range(len(rows[lrs[0]]))]
+
+
+def bn_tolerates_larger_lr(sweep: dict[tuple[str, float], list[dict]]) -> Claim:
+    """Ioffe & Szegedy's headline: BN allows much larger learning rates. Over the sweep (factor 2 apart), per
+    seed: the largest learning rate at which each network trains (test accuracy > `TRAINS`; diverged: chance);
+    the condition is BN's over the standard network's > 2, i.e. at least 4× (two steps of the sweep). Where
+    BN trains at the sweep's largest rate, its ratio is a lower bound."""
+    scale, seeds, lrs = _sweep_scope(sweep)
+    by = {n: {lr: sorted(sweep[n, lr], key=lambda r: r["config"]["seed"]) for lr in lrs} for n in ("none", "batch")}
+    std, bn = _largest_trained(by["none"], lrs), _largest_trained(by["batch"], lrs)
+    ratio = [b / s if s else np.inf for s, b in zip(std, bn)]
+    values = {"largest lr that trains, standard": std, "largest lr that trains, BN": bn,
+              **{f"test acc, {_NORM_NAME[n]}, lr {lr_text(lr)}": [sweep_accuracy(r) for r in by[n][lr]]
+                 for n in ("none", "batch") for lr in lrs}}
+    book = (f"largest learning rate that trains, per seed: BN {', '.join(f'{x:g}' for x in bn)}; standard "
+            f"{', '.join(f'{x:g}' for x in std)}; "
+            f"BN trains at {sum(a > TRAINS for r in by['batch'].values() for a in map(sweep_accuracy, r))} of "
+            f"{len(lrs) * len(std)} runs, the standard network at "
+            f"{sum(a > TRAINS for r in by['none'].values() for a in map(sweep_accuracy, r))}")
+    return _claim(4, S4_SWEEP, "BN trains at learning rates at least 4× larger than the standard network does.",
+                  "Ioffe & Szegedy: BN-x5 and BN-x30 train Inception at 5× and 30× its learning rate; Santurkar et al. "
+                  "Fig. 1: at lr 0.5 the standard VGG stays at ≈ 10%, BN reaches ≈ 80%", book, scale,
+                  {"largest lr, BN / standard": above(ratio, 2.0, log=True)},
+                  f"per seed, the largest learning rate at which each network's test accuracy exceeds "
+                  f"{100 * TRAINS:.0f}% (diverged: chance); BN's over the standard's > 2 (the sweep's rates are 2× "
+                  f"apart: at least 4×)", seeds, values)
+
+
+def sweep_bn_at_edge(sweep: dict[tuple[str, float], list[dict]]) -> Claim:
+    """Cohen et al.'s edge of stability over the sweep: at every learning rate, BN's median lr·λ_max over the
+    sharpness probes from `EOS_SINCE` on lies in `EDGE_BAND`, i.e. BN's sharpness is ≈ 2/lr: set by the learning
+    rate. The standard network's numbers are reported beside it (`values`), not tested."""
+    scale, seeds, lrs = _sweep_scope(sweep)
+    holds, values = {}, {}
+    for n in ("batch", "none"):
+        for lr in lrs:
+            med = [sweep_sharpness(r) for r in sorted(sweep[n, lr], key=lambda r: r["config"]["seed"])]
+            values[f"median lr·λ_max, {_NORM_NAME[n]}, lr {lr_text(lr)}"] = med
+            if n == "batch":
+                holds[f"BN lr {lr_text(lr)}: in {EDGE_BAND[0]:g}-{EDGE_BAND[1]:g}"] = all_of(
+                    above(med, EDGE_BAND[0], log=True), below(med, EDGE_BAND[1], log=True))
+    book = "median lr·λ_max, BN: " + "; ".join(
+        f"lr {lr_text(lr)} {spread(values[f'median lr·λ_max, BN, lr {lr_text(lr)}'], '.2f')}" for lr in lrs)
+    return _claim(4, S4_SWEEP, f"Over a {lrs[-1] / lrs[0]:.0f}-fold range of learning rates, BN's sharpness settles at "
+                  "the edge of stability, 2/lr.", "not measured by Santurkar et al.; Cohen et al. (2021): the sharpness rises to 2/lr and "
+                  "hovers there", book, scale + f"; the sharpness probes from step {EOS_SINCE['vgg']} on", holds,
+                  f"the median of lr·λ_max over the sharpness probes lies in [{EDGE_BAND[0]:g}, {EDGE_BAND[1]:g}] "
+                  "(within 2× of the edge, 2), at each learning rate", seeds, values)
+
+
+def sweep_exponent(rows_by_lr: dict[float, dict]) -> float:
+    """The least-squares slope of log λ_max (`sweep_sharpness` / lr) against log lr, over one seed's runs at the
+    sweep's learning rates: −1 where the sharpness is set by the learning rate (λ_max ∝ 1/lr)."""
+    lrs = sorted(rows_by_lr)
+    lmax = [sweep_sharpness(rows_by_lr[lr]) / lr for lr in lrs]
+    return float(np.polyfit(np.log(lrs), np.log(lmax), 1)[0]) if np.all(np.isfinite(lmax)) else np.nan
+
+
+SWEEP_EXPONENT_TOLERANCE = 0.5  # λ_max ∝ lr^k with k within 0.5 of −1: closer to 1/lr than to a constant (k = 0)
+
+
+def sweep_sharpness_inverse_lr(sweep: dict[tuple[str, float], list[dict]]) -> Claim:
+    """The edge of stability as a scaling law: BN's λ_max ∝ 1/lr over the sweep. Per seed, the exponent k of
+    λ_max ∝ lr^k (`sweep_exponent`, over all six rates); the condition: |k + 1| < `SWEEP_EXPONENT_TOLERANCE`.
+    A sharpness the architecture set, whatever the learning rate, would give k = 0."""
+    scale, seeds, lrs = _sweep_scope(sweep)
+    ks = [sweep_exponent({lr: sorted(sweep["batch", lr], key=lambda r: r["config"]["seed"])[i] for lr in lrs})
+          for i in range(len(sweep["batch", lrs[0]]))]
+    tol = SWEEP_EXPONENT_TOLERANCE
+    return _claim(4, S4_SWEEP, "With BN, the sharpness scales as 1/lr over the sweep: λ_max ∝ lr^k with k ≈ −1.",
+                  "not measured by Santurkar et al.; Cohen et al. (2021): λ_max ≈ 2/lr at the edge of stability",
+                  f"exponent k over {len(lrs)} learning rates: {spread(ks, '.2f')}", scale +
+                  f"; λ_max the median over the sharpness probes from step {EOS_SINCE['vgg']} on",
+                  {"BN: |k + 1| < 0.5": below([abs(k + 1) for k in ks], tol)},
+                  f"per seed, the least-squares slope k of log λ_max against log lr over the sweep; |k + 1| < {tol:g}",
+                  seeds, {"exponent k, BN": ks})
+
+
+def sweep_bn_lowers_sharpness(sweep: dict[tuple[str, float], list[dict]]) -> Claim:
+    """`bn_lowers_sharpness` over the sweep: at each learning rate at which both networks train on every seed
+    (test accuracy > `TRAINS`), BN's median λ_max over the sharpness probes from `EOS_SINCE` on is below the
+    standard network's, seed by seed. Reversed: above it at every such rate. (Where the standard network does
+    not train, its ReLUs have died and its sharpness collapsed: no comparison of landscapes.)"""
+    scale, seeds, lrs = _sweep_scope(sweep)
+    holds, reverse, values = {}, {}, {}
+    for lr in lrs:
+        std, bn = (sorted(sweep[n, lr], key=lambda r: r["config"]["seed"]) for n in ("none", "batch"))
+        if not all(sweep_accuracy(r) > TRAINS for r in std + bn):
+            continue
+        ratio = [sweep_sharpness(b) / sweep_sharpness(s) for s, b in zip(std, bn)]
+        values[f"λ_max BN / standard, lr {lr_text(lr)}"] = ratio
+        holds[f"lr {lr_text(lr)}: BN's lower"] = below(ratio, 1.0, log=True)
+        reverse[f"lr {lr_text(lr)}: BN's higher"] = above(ratio, 1.0, log=True)
+    if not holds:
+        raise ValueError("no learning rate of the sweep at which both networks train on every seed")
+    book = "median λ_max, BN / standard: " + "; ".join(f"{k.rsplit(', ', 1)[1]} {spread(v, '.3g')}"
+                                                     for k, v in values.items())
+    return _claim(4, S4_SWEEP, "At equal learning rate, BN lowers the top Hessian eigenvalue, wherever both networks train.",
+                  "Santurkar et al.: smoother with BN (effective β, Fig. 4c, 5); not measured as λ_max", book,
+                  scale + f"; the sharpness probes from step {EOS_SINCE['vgg']} on", holds,
+                  f"BN's median λ_max < the standard network's, at each learning rate at which both networks' test "
+                  f"accuracy exceeds {100 * TRAINS:.0f}% on every seed", seeds, values, reverse)
+
 
 # --- chapter 1: Ioffe & Szegedy's Fig. 1 (the sigmoid MLP) ---
 

@@ -4,6 +4,7 @@ figures as functions of runs, tables the book renders as HTML, an offline intera
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -18,6 +19,14 @@ from .train import Run
 
 # the characters of an output line that fit the book's column (80 at a 1280-px window: tests/test_render.py)
 TEXT_WIDTH = 78
+
+
+def fold(text: str, indent: str = "    ") -> str:
+    """`text` folded to the book's column (`TEXT_WIDTH` characters), each of its lines on its own, the
+    continuation lines indented by `indent`. Words are never split (at hyphens neither): a single word longer
+    than the column stays whole."""
+    return "\n".join(textwrap.fill(line, TEXT_WIDTH, subsequent_indent=indent, break_on_hyphens=False,
+                                    break_long_words=False) if line.strip() else line for line in text.split("\n"))
 
 LABELS = {
     "none": "Standard",
@@ -473,7 +482,7 @@ def sharpness_over_training(ensembles: Sequence[Sequence[Run]], ax: Axes | None 
 
 def dln_grid(doc: dict, quantities: Sequence[tuple[str, str]], paper: dict[str, dict[str, float]] | None = None,
              axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
-    """Chapter 4.4's grid (`experiments.load_dln_grid()`): one panel per (summary key, title) in `quantities`, one
+    """Chapter 4.4's grid (`experiments.load_grid("dln")`): one panel per (summary key, title) in `quantities`, one
     row per cell, every seed a marker, coloured by norm, on a log axis; a diverged run's value is drawn at the
     panel's right edge as an open marker. `paper`: {key: {norm: value}} drawn as dashed vertical lines."""
     cells = list(doc["cells"])
@@ -506,7 +515,7 @@ def dln_grid(doc: dict, quantities: Sequence[tuple[str, str]], paper: dict[str, 
 
 
 def ics_vs_edge(doc: dict, layer: int = 17, ax: Axes | None = None) -> Axes:
-    """Every run of the DLN grid (`experiments.load_dln_grid()`) that did not diverge: its median cos(G, G′) at
+    """Every run of the DLN grid (`experiments.load_grid("dln")`) that did not diverge: its median cos(G, G′) at
     layer #`layer` (chapter 3's ICS) against its median lr·β along the gradient (the descent lemma's 2: dotted).
     The frozen-statistics cell is left out: its runs are the book cell's, with β measured another way."""
     ax = ax or plt.subplots(figsize=(4.6, 3.0))[1]
@@ -526,3 +535,34 @@ def ics_vs_edge(doc: dict, layer: int = 17, ax: Axes | None = None) -> Axes:
         ax.plot([], [], "o", color=COLORS[norm], label=LABELS[norm])
     ax.legend(loc="lower left", fontsize=7)
     return ax
+
+
+def lr_sweep(sweep: dict, axes: Sequence[Axes], paper: dict[tuple[str, float], float] | None = None) -> None:
+    """Chapter 4.9's learning-rate sweep (`analysis.sweep_cells` of its artifact), one colour per normalization:
+    (0) final test accuracy, (1) median lr·λ_max from `claims.EOS_SINCE` on, with the edge of stability at 2,
+    (2) the first layer's ‖w‖² at the end over its ‖w‖² at initialization (BN's effective learning rate η/‖w‖²
+    falls by this factor). Each seed a dot, the median a line; `paper`: (norm, lr) → the paper's test accuracy."""
+    from .claims import CHANCE, sweep_accuracy, sweep_sharpness
+
+    lrs = sorted({lr for _, lr in sweep})
+    stats = {"acc": lambda r: 100 * sweep_accuracy(r), "edge": sweep_sharpness,
+             "growth": lambda r: r["wnorm2_end"][0] / r["wnorm2_init"][0]}
+    for ax, key in zip(axes, stats):
+        for norm in ("none", "batch"):
+            per = [[stats[key](r) for r in sweep[norm, lr]] for lr in lrs]
+            ax.plot(lrs, [np.median(v) for v in per], color=COLORS[norm], lw=1.2, label=LABELS[norm])
+            for lr, v in zip(lrs, per):
+                ax.plot([lr] * len(v), v, color=COLORS[norm], ls="none", marker=".", ms=4, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("learning rate")
+    axes[0].axhline(100 * CHANCE, color="0.5", ls=":", lw=0.8, label="chance")
+    for (norm, lr), acc in (paper or {}).items():
+        axes[0].plot([lr], [acc], color=COLORS[norm], marker="*", ms=9, ls="none", mec="k", mew=0.5)
+    axes[0].set_ylabel("final test accuracy (%)")
+    axes[1].axhline(2.0, color="k", ls="--", lw=0.8, alpha=0.7, label="2: edge of stability", zorder=1)
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("median lr·λ_max")
+    axes[2].axhline(1, color="0.5", ls=":", lw=0.8)
+    axes[2].set_ylabel("layer 1: ‖w‖² end / start")

@@ -8,16 +8,21 @@ the paper writes ∇_{y_j} L (the standard network's gradient at the same activa
 Everything here is meant to run in float64: pass float64 tensors.
 
 - Fact C.1 / Theorem 4.1: `normalize`, `bn_input_grad` (closed form), `bn_input_grad_autograd` (through
-  `bnbook.norms.batch_norm_forward`), `thm41_sides` (both sides, both published coefficients c_m).
+  `bnbook.norms.batch_norm_forward`), `thm41_sides` (both sides, both published coefficients c_m); chapter 5's
+  checks `fact_c1_against_autograd`, `thm41_random_units`.
 - Theorem 4.2: `thm42_terms` (Hessian quadratic forms by double backward), `quad_form`, `hessian_block`,
-  `hessian_block_matvec`, `lanczos` (from `bnbook.probes`), `mlp_head`, `network_head`.
+  `hessian_block_matvec`, `lanczos` (from `bnbook.probes`), `mlp_head`, `network_head`; chapter 5's small
+  networks `small_bn_net`, `thm42_small_nets`, `thm42_summary`, `thm42_eps_error`.
 - Observation 4.3: `bn_params_reproducing`, `bn_from_standard` (a BN network that computes exactly what a
   trained standard network computes).
-- Theorem 4.4: `thm44_sides`, `worst_case_inputs` (an input matrix that attains the bound).
-- Lemma 4.5: `ray_distance`, `bn_regression_loss`, `least_squares`.
+- Theorem 4.4: `thm44_sides`, `worst_case_inputs` (an input matrix that attains the bound); chapter 5's checks
+  `thm44_random_inputs`, `thm44_worst_cases`.
+- Lemma 4.5: `ray_distance`, `bn_regression_loss`, `least_squares`; chapter 5's `ray_of_minima` (least squares)
+  and `ray_distance_grid` (brute force).
 - Real networks: `record_bn_layers` (x, y, g, ∂L̂/∂y, ∂L̂/∂W at every BN layer of a model on one batch),
   `network_head` (a network split at one BN layer, for Theorem 4.2); what a trained network shows, per seed:
-  `thm41_on_network`, `thm42_on_network`, `ray_on_network`.
+  `thm41_on_network`, `thm42_on_network`, `ray_on_network`; on one network's recorded layers:
+  `thm41_on_layers`, `thm44_on_layers`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -180,6 +186,121 @@ def aligned_upstream(y: Tensor, eps: float = 0.0, noise: float = 0.1, generator:
     BN removes. On it the 1/√m form of Theorem 4.1 has a negative right side (for m > 1)."""
     y_hat, _, _ = normalize(y, eps)
     return y_hat + noise * torch.randn(y_hat.shape, generator=generator, dtype=y_hat.dtype)
+
+
+# chapter 5's checks of Fact C.1 and Theorem 4.1 (§5.2, §5.3); the chapter asserts on what they return
+
+
+@dataclass(frozen=True)
+class FactC1Check:
+    """Fact C.1 against autograd: max |difference| over the largest |entry| of autograd's gradient."""
+
+    module: float  # through `bnbook.norms.BatchNorm`, conv input 16×8×6×6 (m = 576 per channel), ε = 1e-5
+    functional: float  # through `torch.nn.functional.batch_norm`, m = 64, 32 units, ε = 1e-3
+    naive: float  # the naive γ/σ · g (the batch-statistics terms forgotten) against the same autograd gradient
+
+
+def fact_c1_against_autograd(seed: int = 0) -> FactC1Check:
+    """Fact C.1 (`bn_input_grad`) against two backward passes that do not use it, in float64.
+
+    (i) Autograd through the package's `BatchNorm` layer (γ from −2 to 3, its default ε) on a convolutional
+    input with an offset and a scale (seed `seed`), with a Gaussian upstream gradient (seed + 1); (ii) autograd
+    through `torch.nn.functional.batch_norm` (ε = 1e-3) on a `random_bn_instance` (seed + 2). Both must agree
+    to rounding; the naive γ/σ · g, which treats μ and σ as constants, must not, which shows the check can fail.
+    """
+    dtype = torch.float64
+    bn = BatchNorm(8).to(dtype)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(-2, 3, 8, dtype=dtype))
+    x = torch.randn(16, 8, 6, 6, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 4 + 2
+    x = x.requires_grad_(True)
+    upstream = torch.randn(16, 8, 6, 6, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
+    (grad_module,) = torch.autograd.grad((bn(x) * upstream).sum(), x)
+    grad_fact = bn_input_grad(channels_as_columns(upstream), channels_as_columns(x.detach()), bn.weight.detach(), bn.eps)
+    err_module = float((grad_fact - channels_as_columns(grad_module)).abs().max() / grad_module.abs().max())
+
+    y, g, gamma = random_bn_instance(64, 32, torch.Generator().manual_seed(seed + 2))
+    y_leaf = y.clone().requires_grad_(True)
+    z = F.batch_norm(y_leaf, None, None, gamma, None, training=True, eps=1e-3)
+    (grad_torch,) = torch.autograd.grad((z * g).sum(), y_leaf)
+    err_torch = float((bn_input_grad(g, y, gamma, 1e-3) - grad_torch).abs().max() / grad_torch.abs().max())
+    naive = float((gamma / normalize(y, 1e-3)[2] * g - grad_torch).abs().max() / grad_torch.abs().max())
+    return FactC1Check(module=err_module, functional=err_torch, naive=naive)
+
+
+@dataclass(frozen=True)
+class Thm41Units:
+    """Theorem 4.1 on many random units (`thm41_random_units`): one entry per unit in every array.
+
+    `norm` = γ²‖g‖²/σ², the natural scale both sides are measured against; `gap`, the predicted slack
+    (`Thm41.eps_gap`). Masks: `e0` (ε = 0), `big` (m ≥ 3), `m2` (m = 2 and ε = 0). The 1/m form: `eq_err` =
+    |LHS − RHS|/norm on the units with ε = 0 (an equality, so rounding only); on those with ε > 0, `slack_ok` =
+    LHS ≤ RHS + 1e-12·norm on all of them, `gap_err` = |RHS − LHS − gap|/norm (the slack is the predicted one)
+    and `rel_slack` = (RHS − LHS)/norm. The 1/√m form, on every unit: `viol` = LHS > RHS + 1e-12·norm and
+    `neg` = RHS < 0.
+    """
+
+    ms: list[int]
+    epss: list[float]
+    m: np.ndarray
+    eps: np.ndarray
+    lhs: np.ndarray
+    rhs_m: np.ndarray
+    rhs_sqrt_m: np.ndarray
+    norm: np.ndarray
+    gap: np.ndarray
+    e0: np.ndarray
+    big: np.ndarray
+    m2: np.ndarray
+    eq_err: np.ndarray
+    slack_ok: np.bool_
+    gap_err: np.ndarray
+    rel_slack: np.ndarray
+    viol: np.ndarray
+    neg: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """The number of units."""
+        return len(self.m)
+
+    def by_batch_size(self) -> list[tuple[int, float, float | None]]:
+        """How the printed 1/√m form fails with m, at ε = 0: per m of `ms`, (m, the share of units whose right
+        side is negative, the median LHS/RHS over the units where it is positive, or None where none is)."""
+        out = []
+        for m in self.ms:
+            sel = (self.m == m) & self.e0
+            pos = sel & ~self.neg
+            out.append((m, self.neg[sel].mean(), np.median(self.lhs[pos] / self.rhs_sqrt_m[pos]) if pos.any() else None))
+        return out
+
+
+def thm41_random_units(ms: Sequence[int], epss: Sequence[float], units: int) -> Thm41Units:
+    """Theorem 4.1 on `units` random units (`random_bn_instance`) for every batch size m in `ms` and ε in `epss`.
+
+    Each (m, ε) has its own seed, 1000·m + int(10⁶·ε). The left side comes from autograd through the BN forward
+    pass (`thm41_sides`), never from the formula on the right, so that finding an equality is a real check.
+    """
+    rows = []  # (m, eps, lhs, rhs_m, rhs_sqrt_m, norm, predicted gap) per unit
+    for eps in epss:
+        for m in ms:
+            y, g, gamma = random_bn_instance(m, units, torch.Generator().manual_seed(1000 * m + int(eps * 1e6)))
+            r = thm41_sides(g, y, gamma, eps)  # lhs by autograd
+            for k in range(units):
+                rows.append((m, eps, float(r.lhs[k]), float(r.rhs_m[k]), float(r.rhs_sqrt_m[k]),
+                             float(r.scale[k] * r.g_sq[k]), float(r.eps_gap[k])))
+    m_, eps_, lhs, rhs_m, rhs_s, norm, gap = np.array(rows).T
+    e0 = eps_ == 0
+    return Thm41Units(
+        ms=list(ms), epss=list(epss), m=m_, eps=eps_, lhs=lhs, rhs_m=rhs_m, rhs_sqrt_m=rhs_s, norm=norm, gap=gap,
+        e0=e0, big=m_ >= 3, m2=(m_ == 2) & e0,
+        eq_err=np.abs(lhs - rhs_m)[e0] / norm[e0],
+        slack_ok=np.all(lhs[~e0] <= rhs_m[~e0] + 1e-12 * norm[~e0]),
+        gap_err=np.abs(rhs_m - lhs - gap)[~e0] / norm[~e0],
+        rel_slack=((rhs_m - lhs) / norm)[~e0],
+        viol=lhs > rhs_s + 1e-12 * norm,  # the 1/√m form is violated whenever ⟨ŷ, g⟩ ≠ 0
+        neg=rhs_s < 0,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -344,6 +465,101 @@ def mlp_head(
     return head
 
 
+# chapter 5's checks of Theorem 4.2 on small networks (§5.4)
+
+
+def small_bn_net(seed: int, m: int = 32, units: int = 8, hidden: int = 16, act: str = "relu",
+                 bn_head: bool = False) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor, Tensor]:
+    """A random BN layer and the network after it, in float64, from one generator seeded by `seed`: (y, head, γ, β).
+
+    y = X W₁ᵀ (m × `units`), X Gaussian with 10 features and each unit's weights scaled by 10^U(−1, 1); head =
+    `mlp_head` with `hidden` units, 5 classes and random labels, `act` and `bn_head` as there; γ = 10^U(−1, 1),
+    β = 0.5·N(0, 1). With both scales log-uniform, γ/σ ranges over about four orders of magnitude, so the forms
+    of Theorem 4.2 that differ by the factor γ²/σ² are told apart.
+    """
+    dtype = torch.float64
+    gg = torch.Generator().manual_seed(seed)
+    d, k = 10, 5
+    X = torch.randn(m, d, generator=gg, dtype=dtype)
+    W1 = torch.randn(units, d, generator=gg, dtype=dtype) * 10 ** (2 * torch.rand(units, 1, generator=gg, dtype=dtype) - 1)
+    W2 = torch.randn(hidden, units, generator=gg, dtype=dtype) / math.sqrt(units)
+    W3 = torch.randn(k, hidden, generator=gg, dtype=dtype) / math.sqrt(hidden)
+    labels = torch.randint(k, (m,), generator=gg)
+    gamma = 10 ** (2 * torch.rand(units, generator=gg, dtype=dtype) - 1)
+    beta = 0.5 * torch.randn(units, generator=gg, dtype=dtype)
+    return X @ W1.T, mlp_head([W2, W3], labels, act=act, bn=bn_head), gamma, beta
+
+
+def thm42_small_nets(families: dict[str, dict], seeds: Sequence[int], m: int = 32, units: int = 8,
+                     hidden: int = 16) -> tuple[dict[str, list[Thm42]], dict[str, list[float]]]:
+    """Theorem 4.2 (ε = 0) on every unit of `small_bn_net(seed, m, units, hidden, **families[name])`, every seed.
+
+    Returns two dicts keyed by family: the `Thm42` of every unit (seeds, then units, in order), and per network
+    the smallest eigenvalue of its first unit's Hessian block H_jj over its largest |eigenvalue|. That is ≥ 0
+    up to rounding where the head is piecewise linear with a convex loss (H ⪰ 0, the theorem's first
+    condition), and negative where the head has a smooth nonlinearity or a BN layer of its own.
+    """
+    terms: dict[str, list[Thm42]] = {}
+    mineig: dict[str, list[float]] = {}
+    for name, kw in families.items():
+        terms[name], mineig[name] = [], []
+        for seed in seeds:
+            y, head, gamma, beta = small_bn_net(seed, m, units, hidden, **kw)
+            terms[name] += [thm42_terms(head, y, j, gamma, beta) for j in range(units)]
+            ev = torch.linalg.eigvalsh(hessian_block(head, batch_norm_forward(y, gamma, beta, 0.0), 0))
+            mineig[name].append(float(ev.min() / ev.abs().max()))
+    return terms, mineig
+
+
+def thm42_summary(terms: Sequence[Thm42], mineig: Sequence[float]) -> dict[str, float]:
+    """One family of `thm42_small_nets` in numbers, over its units with a gradient (a unit whose ReLU is dead
+    on the whole batch carries none and is left out). Errors are relative to `Thm42.size`.
+
+    `n`, those units; `err`, the derived identity's largest error (1/(mγ) inside the bracket); `var_err`, the
+    γ/(mσ²) transcription's median error; `cond_pos`, the share with ⟨ĝ, ŷ⟩ > 0 (the second condition); `psd`,
+    the share of networks whose H_jj has no eigenvalue below −1e-12 of its largest, and `mineig` the smallest
+    such ratio; `second`, the share where the second form (with ĝᵀHĝ) holds, and of those with γ < σ
+    (`second_small`) and γ > σ (`second_large`); among the units with ⟨ĝ, ŷ⟩ > 0: `reduced`, the share whose
+    curvature along G is below γ²/σ² GᵀHG (the conclusion), `var_ineq`, the share where the transcription holds
+    as the inequality it states (to 1e-12), and `var_fail_small`, how many of its failures have γ < σ.
+    """
+    rs = [r for r in terms if r.G_sq > 0]
+    s = np.array([r.size for r in rs])
+    return dict(
+        n=len(rs),
+        err=float(np.max(np.array([abs(r.quad_bn - r.rhs) for r in rs]) / s)),
+        var_err=float(np.median(np.array([abs(r.quad_bn - r.rhs_variant) for r in rs]) / s)),
+        cond_pos=float(np.mean([r.ghat_dot_yhat > 0 for r in rs])),
+        psd=float(np.mean([e > -1e-12 for e in mineig])),
+        mineig=float(min(mineig)),
+        second=float(np.mean([r.quad_bn <= r.rhs_second for r in rs])),
+        second_small=float(np.mean([r.quad_bn <= r.rhs_second for r in rs if r.gamma < r.sigma])),
+        second_large=float(np.mean([r.quad_bn <= r.rhs_second for r in rs if r.gamma > r.sigma])),
+        reduced=float(np.mean([r.quad_bn < r.scale * r.quad_H_G for r in rs if r.ghat_dot_yhat > 0])),
+        var_ineq=float(np.mean([r.quad_bn <= r.rhs_variant + 1e-12 * r.size for r in rs if r.ghat_dot_yhat > 0])),
+        var_fail_small=sum(r.quad_bn > r.rhs_variant + 1e-12 * r.size for r in rs if r.ghat_dot_yhat > 0 and r.gamma < r.sigma),
+    )
+
+
+def thm42_eps_error(epss: Sequence[float], seeds: Sequence[int], m: int = 32, units: int = 8,
+                    hidden: int = 16) -> np.ndarray:
+    """How inexact Theorem 4.2's identity becomes with ε > 0, on the ReLU-head `small_bn_net` of each seed.
+
+    One row per unit with a gradient, for each ε: (ε, |GᵀĤG − RHS|/`Thm42.size`, 1 − ρ_j), ρ_j = ‖ŷ_j‖²/m =
+    Var/(Var + ε). With ε > 0, G is no longer orthogonal to ŷ_j, and the error is of the order of 1 − ρ_j.
+    """
+    rows = []
+    for eps in epss:
+        for seed in seeds:
+            y, head, gamma, beta = small_bn_net(seed, m, units, hidden)
+            rho = normalize(y, eps)[0].pow(2).mean(0)
+            for j in range(units):
+                r = thm42_terms(head, y, j, gamma, beta, eps)
+                if r.G_sq > 0:
+                    rows.append((eps, abs(r.quad_bn - r.rhs) / r.size, 1 - float(rho[j])))
+    return np.array(rows)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Observation 4.3
 # ---------------------------------------------------------------------------------------------------
@@ -477,6 +693,49 @@ def worst_case_inputs(
     return X, w
 
 
+# chapter 5's checks of Theorem 4.4 (§5.6)
+
+
+def thm44_random_inputs(m: int, d: int, lam: float, gamma: float, n: int = 500, seed: int = 44) -> np.ndarray:
+    """Theorem 4.4 on `n` random inputs (ε = 0, float64, one generator seeded by `seed`): LHS/bound for each.
+
+    X (m × d) is Gaussian rescaled to ‖X‖₂ = λ, w Gaussian, g Gaussian with a random mean. The bound holds if
+    every ratio is ≤ 1; how far below 1 they stay shows how loose the worst-case bound is on typical inputs.
+    """
+    dtype = torch.float64
+    gg = torch.Generator().manual_seed(seed)
+    ratios = []
+    for _ in range(n):
+        X = torch.randn(m, d, generator=gg, dtype=dtype)
+        X = X / torch.linalg.matrix_norm(X, ord=2) * lam
+        w = torch.randn(d, generator=gg, dtype=dtype)
+        g = torch.randn(m, generator=gg, dtype=dtype) + torch.randn(1, generator=gg, dtype=dtype)
+        r = thm44_sides(X, w, g, gamma)
+        ratios.append(r.lhs / r.bound)
+    return np.array(ratios)
+
+
+def thm44_worst_cases(m: int, d: int, lam: float, gamma: float, seeds: Sequence[int]) -> np.ndarray:
+    """Theorem 4.4 at its worst case (`worst_case_inputs`, ε = 0, float64), one row per seed: (‖X‖₂, LHS/bound,
+    bound with 1/√m on the last term / LHS, bound with λ² on ‖g‖² only / LHS).
+
+    y = 3·N(0, I) + 1, a Gaussian w, and an upstream gradient mostly along ŷ (`aligned_upstream`, noise 1) plus
+    0.5 times a random mean, all from one generator per seed. There the consistent form is attained (ratio 1)
+    with ‖X‖₂ = λ, and a bound/LHS below 1 means that form of the theorem is violated.
+    """
+    dtype = torch.float64
+    worst = []
+    for seed in seeds:
+        gg = torch.Generator().manual_seed(seed)
+        y = torch.randn(m, generator=gg, dtype=dtype) * 3 + 1
+        w = torch.randn(d, generator=gg, dtype=dtype)
+        g = aligned_upstream(y, noise=1.0, generator=gg)[:, 0] + 0.5 * torch.randn(1, generator=gg, dtype=dtype)
+        X, w2 = worst_case_inputs(y, w, g, gamma, lam)
+        r = thm44_sides(X, w2, g, gamma)
+        worst.append((r.lam, r.lhs / r.bound, r.bound_sqrt_m / r.lhs, r.bound_unscaled_removed / r.lhs))
+    return np.array(worst)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Lemma 4.5
 # ---------------------------------------------------------------------------------------------------
@@ -530,6 +789,63 @@ def bn_regression_loss(w: Tensor, gamma: Tensor | float, beta: Tensor | float, X
     """The BN network: L̂(w, γ, β) = mean (γ ŷ + β − t)², ŷ = BN(X w) with batch statistics."""
     y_hat, _, _ = normalize(X @ w, eps)
     return ((gamma * y_hat[:, 0] + beta - t) ** 2).mean()
+
+
+# chapter 5's checks of Lemma 4.5 on least squares (§5.7)
+
+
+@dataclass(frozen=True)
+class RayOfMinima:
+    """Lemma 4.5 on linear regression (`ray_of_minima`): the data, the standard network's minimum, the BN
+    parameters that reproduce it (Observation 4.3), and the BN network's loss along the ray {k w*}."""
+
+    X: Tensor  # (m, d) inputs
+    t: Tensor  # (m,) targets
+    w_star: Tensor  # the least-squares minimum (w*, b*)
+    b_star: Tensor
+    L_star: float  # L(w*, b*)
+    gamma_star: Tensor  # γ = σ(X w*), β = μ(X w*) + b*: the BN network then computes X w* + b*
+    beta_star: Tensor
+    ks: np.ndarray  # the points k w* of the ray
+    along: dict[float, np.ndarray]  # per ε: L̂(k w*, γ, β) − L* at every k
+    grad_norm: list[float]  # ‖(k·∇_w L̂, ∇_γ L̂, ∇_β L̂)‖ at every k w*, ε = 0 (k·∇_w does not depend on k)
+
+
+def ray_of_minima(ks: np.ndarray, epss: Sequence[float] = (0.0, 1e-5), m: int = 256, d: int = 8,
+                  seed: int = 45) -> RayOfMinima:
+    """Linear regression t = X v + 1 + 0.5·noise (m × d, float64, one generator seeded by `seed`), its exact
+    minimum, and the BN network's loss along the ray {k w*: k in `ks`} for each ε in `epss`, with its
+    gradient at ε = 0.
+
+    With ε = 0, BN is scale invariant: along the whole ray the loss stays at L* and the gradient vanishes
+    (Lemma 4.5's ray of minima). With ε > 0 the invariance breaks where k²σ*² is not ≫ ε.
+    """
+    dtype = torch.float64
+    gg = torch.Generator().manual_seed(seed)
+    X = torch.randn(m, d, generator=gg, dtype=dtype)
+    t = X @ torch.randn(d, generator=gg, dtype=dtype) + 1.0 + 0.5 * torch.randn(m, generator=gg, dtype=dtype)
+    w_star, b_star = least_squares(X, t)
+    L_star = float(regression_loss(w_star, b_star, X, t))
+    gamma_star, beta_star = bn_params_reproducing((X @ w_star).unsqueeze(1), 0.0, b_star)
+    along: dict[float, list[float]] = {eps: [] for eps in epss}
+    grad_norm = []
+    for k in ks:
+        for eps in along:
+            along[eps].append(float(bn_regression_loss(k * w_star, gamma_star, beta_star, X, t, eps)) - L_star)
+        p = [(k * w_star).requires_grad_(True), gamma_star.clone().requires_grad_(True),
+             beta_star.clone().requires_grad_(True)]
+        grads = torch.autograd.grad(bn_regression_loss(p[0], p[1], p[2], X, t), p)
+        grad_norm.append(float(torch.cat([q.reshape(-1) * k ** (i == 0) for i, q in enumerate(grads)]).norm()))
+    return RayOfMinima(X=X, t=t, w_star=w_star, b_star=b_star, L_star=L_star, gamma_star=gamma_star,
+                       beta_star=beta_star, ks=ks, along={e: np.array(v) for e, v in along.items()},
+                       grad_norm=grad_norm)
+
+
+def ray_distance_grid(W0: Tensor, Wstar: Tensor, k_max: float, n: int = 30001, k_min: float = 1e-3) -> float:
+    """min over `n` evenly spaced k in [k_min, k_max] of ‖W₀ − k W*‖² (W₀, W* vectors): a brute-force check of
+    `ray_distance`, which projects instead."""
+    kk = torch.linspace(k_min, k_max, n, dtype=W0.dtype)
+    return float(((W0[None] - kk[:, None] * Wstar[None]) ** 2).sum(1).min())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -696,6 +1012,49 @@ def thm41_on_network(model: nn.Module, x: Tensor, labels: Tensor) -> dict[str, l
     return out
 
 
+def thm41_on_layers(recs: Sequence[LayerRecord], recs0: Sequence[LayerRecord]) -> list[dict]:
+    """Fact C.1 and Theorem 4.1 on every recorded BN layer of one network, one dict per layer (chapter 5, §5.3):
+    `recs` and `recs0` are `record_bn_layers` on the same batch, with the layers' ε and with ε = 0. The left
+    side is the network's own ∂L̂/∂y.
+
+    `layer`, `m` (rows per channel), `C` (channels); `fact_err`, Fact C.1 against the network's gradient
+    (relative to its largest entry); `scale_med`, `scale_min`, `scale_max`, γ²/σ² over the channels; `f_one`,
+    `f_yhat`, the median shares of ‖g‖² along 1 and along ŷ (what BN removes); `shrink`, the median
+    ‖∂L̂/∂y‖²/‖g‖²; `eq0`, the 1/m form's largest error at ε = 0 (relative to γ²‖g‖²/σ²); `ineq_ok`, LHS ≤ RHS
+    (1/m, to 1e-12) with the layers' ε; `rel_slack`, its largest slack relative to the right side; `rand_ok`,
+    the same for a Gaussian upstream gradient (seeded by the layer's number); `viol`, `neg`, the shares of
+    channels where the 1/√m form is violated and where its right side is negative; `excess`, the median
+    LHS/RHS(1/√m) − 1 where that side is positive; `viol_rand`, the 1/√m violations with the random gradient;
+    `gy_pos`, the share with ⟨g, ŷ⟩ > 0 (Theorem 4.2's condition); `r`, the `Thm41` with the layers' ε.
+    """
+    table = []
+    for rec, rec0 in zip(recs, recs0):
+        y, g, gy = rec.columns()
+        m, C = y.shape
+        fact_err = float((gy - bn_input_grad(g, y, rec.gamma, rec.eps)).abs().max() / gy.abs().max())
+        r = thm41_sides(g, y, rec.gamma, rec.eps, grad_y=gy)  # LHS = the network's own gradient
+        y0, g0, gy0 = rec0.columns()
+        r0 = thm41_sides(g0, y0, rec0.gamma, 0.0, grad_y=gy0)
+        g_rand = torch.randn(g.shape, generator=torch.Generator().manual_seed(rec.index), dtype=g.dtype)
+        rr = thm41_sides(g_rand, y, rec.gamma, rec.eps)  # random upstream gradient
+        table.append(dict(
+            layer=rec.index, m=m, C=C, fact_err=fact_err,
+            scale_med=float(r.scale.median()), scale_min=float(r.scale.min()), scale_max=float(r.scale.max()),
+            f_one=float((r.mean_term / r.g_sq).median()), f_yhat=float((r.yhat_term / r.g_sq).median()),
+            shrink=float((r.lhs / r.g_sq).median()),
+            eq0=float(((r0.lhs - r0.rhs_m).abs() / (r0.scale * r0.g_sq)).max()),
+            ineq_ok=bool((r.lhs <= r.rhs_m + 1e-12 * r.scale * r.g_sq).all()),
+            rel_slack=float(((r.rhs_m - r.lhs) / r.rhs_m).max()),
+            rand_ok=bool((rr.lhs <= rr.rhs_m + 1e-12 * rr.scale * rr.g_sq).all()),
+            viol=float((r.lhs > r.rhs_sqrt_m).double().mean()), neg=float((r.rhs_sqrt_m < 0).double().mean()),
+            excess=float((r.lhs / r.rhs_sqrt_m)[r.rhs_sqrt_m > 0].median() - 1),
+            viol_rand=float((rr.lhs > rr.rhs_sqrt_m).double().mean()),
+            gy_pos=float(((normalize(y, rec.eps)[0] * g).sum(0) > 0).double().mean()),
+            r=r,
+        ))
+    return table
+
+
 def thm42_on_network(model: nn.Module, x: Tensor, labels: Tensor, layers: Sequence[int] = (7, 8), channels: int = 16,
                      spectra: int = 2, lanczos_steps: int = 30) -> dict[int, dict[str, float]]:
     """Theorem 4.2 at the BN layers `layers` of a trained network, on one batch (float64, training mode), with
@@ -737,6 +1096,38 @@ def thm42_on_network(model: nn.Module, x: Tensor, labels: Tensor, layers: Sequen
     return out
 
 
+@dataclass(frozen=True)
+class Thm44Layer:
+    """Theorem 4.4 in one recorded BN layer (`thm44_on_layers`): the network's own weight gradient against the bound."""
+
+    index: int  # the layer's number
+    m: int  # rows of its input matrix X (N·H·W for a convolution)
+    d: int  # its columns (C_in·9 for a 3×3 convolution)
+    lam: float  # λ = ‖X‖₂
+    ratio_median: float  # ‖∂L̂/∂w_j‖²/bound, the median over the channels j
+    ratio_max: float  # and the largest: the bound holds if it is ≤ 1
+
+
+def thm44_on_layers(recs: Sequence[LayerRecord]) -> list[Thm44Layer]:
+    """Theorem 4.4 on every recorded BN layer of one network (`record_bn_layers`, the layers' own ε; chapter 5, §5.6).
+
+    X is the layer's input matrix (`LayerRecord.input_matrix`: a convolution's patch matrix), λ = ‖X‖₂, the
+    left side is row j of the network's own ∂L̂/∂W, and the bound is λ² times Theorem 4.1's right side (1/m),
+    which holds on any input with ‖X‖₂ ≤ λ. How far below it real gradients stay shows how loose the worst case is.
+    """
+    out = []
+    for rec in recs:
+        y, g, gy = rec.columns()
+        r = thm41_sides(g, y, rec.gamma, rec.eps, grad_y=gy)  # as in `thm41_on_layers`
+        X = rec.input_matrix()
+        lam = float(torch.linalg.eigvalsh(X.T @ X).max().sqrt())
+        gw = rec.grad_weight.reshape(rec.grad_weight.shape[0], -1)
+        ratio = ((gw ** 2).sum(1) / (lam ** 2 * r.rhs_m)).numpy()
+        out.append(Thm44Layer(index=rec.index, m=X.shape[0], d=X.shape[1], lam=lam,
+                              ratio_median=float(np.median(ratio)), ratio_max=float(ratio.max())))
+    return out
+
+
 def ray_on_network(initial: nn.Module, trained: nn.Module) -> list[RayDistance]:
     """Lemma 4.5 layer by layer: the distance from each block's initial weights W₀ to its trained W* and to the
     ray through W* (`ray_distance`; a layer with ⟨W₀, W*⟩ ≤ 0 raises, since the lemma does not apply)."""
@@ -765,3 +1156,240 @@ def exact_hessian(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
         rows.append(torch.cat([t.reshape(len(basis), -1) for t in hv], dim=1))
     H = torch.cat(rows)
     return (H + H.T) / 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# --- chapter 2: the BN transform, checked numerically ---
+# Ioffe & Szegedy's Algorithm 1, its backward pass, what γ and β can undo, Algorithm 2's m/(m−1) and scale
+# invariance, as float64 identities that `chapters/02_bn_algorithm` asserts (the asserts stay in the chapter).
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackwardCheck:
+    """What `backward_check` measured. `errors[name]` = max |difference| from the reference of y, ∂ℓ/∂x, ∂ℓ/∂γ,
+    ∂ℓ/∂β; `scale` = the reference's largest |entry| of each; `g_ref` = the reference's (∂ℓ/∂x, ∂ℓ/∂γ, ∂ℓ/∂β).
+    `buf_err`: running mean/var of bnbook vs torch after three training steps; `f32`: the same four differences
+    in float32, bnbook vs torch, relative to torch's largest entry; `gradcheck_ok`: finite differences pass;
+    `sum_dx`, `dot_dx`: per channel, ∂ℓ/∂x's sum and its dot product with x̂, relative (both 0 at ε = 0);
+    `eps_term` = max over channels of ε/(σ_B² + ε), the size `dot_dx` may reach with ε > 0."""
+
+    errors: dict[str, list[float]]
+    scale: list[float]
+    g_ref: tuple[Tensor, Tensor, Tensor]
+    buf_err: float
+    f32: list[float]
+    gradcheck_ok: bool
+    sum_dx: float
+    dot_dx: float
+    eps_term: float
+
+
+def backward_check(
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    dy: Tensor,
+    reference: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor]],
+    eps: float = 1e-5,
+) -> BackwardCheck:
+    """Every BN implementation's output and gradients against autograd through `reference`, on one conv input.
+
+    x (N, C, H, W), γ and β (C,) are float64 leaves with requires_grad; dy is the upstream gradient ∂ℓ/∂y.
+    `reference(x, γ, β)` returns (μ_B, σ_B², x̂, y) computed with plain tensor operations (the chapter's
+    `algorithm1`), so that autograd differentiating it is an independent reference. Compared with it: the
+    paper's backward formulas (`norms.batch_norm_backward`), the autograd node (`norms.batch_norm_forward`),
+    the `norms.BatchNorm` layer and `torch.nn.BatchNorm2d` (which calls `F.batch_norm`, with its own backward).
+    Then the layers' running statistics after two more steps on batches from seeds 10 and 11, the float32
+    agreement (the precision the models train in), `torch.autograd.gradcheck` on a 4x3x2x2 corner, and the
+    projection the compact backward form predicts: ∂ℓ/∂x sums to zero per channel and is orthogonal to x̂
+    up to ε/(σ_B² + ε). `eps` is the implementations' ε (their default); it only sets `eps_term`.
+    """
+    from .norms import batch_norm_backward  # the paper's formulas, only needed here
+
+    channels, dims = x.shape[1], (0, 2, 3)
+
+    def grads(y: Tensor, wrt: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return torch.autograd.grad(y, wrt, dy)
+
+    y_ref = reference(x, gamma, beta)[3]
+    g_ref = grads(y_ref, (x, gamma, beta))  # (i) autograd through the plain operations
+    layer = BatchNorm(channels).to(x.dtype)
+    torch_bn = nn.BatchNorm2d(channels).to(x.dtype)
+    with torch.no_grad():
+        for mod in (layer, torch_bn):
+            mod.weight.copy_(gamma)
+            mod.bias.copy_(beta)
+    # the order matters: each layer's first training step (its forward here) updates its running statistics
+    candidates = {
+        "bnbook batch_norm_backward (paper's formulas)": (y_ref, batch_norm_backward(dy, x.detach(), gamma.detach())),
+        "bnbook batch_norm_forward (autograd node)": (y := batch_norm_forward(x, gamma, beta), grads(y, (x, gamma, beta))),
+        "bnbook BatchNorm layer": (y := layer(x), grads(y, (x, layer.weight, layer.bias))),
+        "torch.nn.BatchNorm2d": (y := torch_bn(x), grads(y, (x, torch_bn.weight, torch_bn.bias))),
+    }
+    errors = {name: [float((y - y_ref).detach().abs().max())] + [float((a - b).abs().max()) for a, b in zip(gs, g_ref)]
+              for name, (y, gs) in candidates.items()}
+    scale = [float(y_ref.detach().abs().max())] + [float(g.abs().max()) for g in g_ref]
+
+    # running statistics after three steps on different batches
+    for step in range(2):
+        xb = torch.randn(*x.shape, generator=torch.Generator().manual_seed(10 + step), dtype=x.dtype) * 2 - 1
+        layer(xb), torch_bn(xb)
+    buf_err = max(float((layer.running_mean - torch_bn.running_mean).abs().max()),
+                  float((layer.running_var - torch_bn.running_var).abs().max()))
+
+    # float32, as the models train: bnbook vs torch
+    x32 = x.detach().float().requires_grad_(True)
+    l32, t32 = BatchNorm(channels), nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        for mod in (l32, t32):
+            mod.weight.copy_(gamma)
+            mod.bias.copy_(beta)
+    o32, r32 = l32(x32), t32(x32)
+    f32 = [float((o32 - r32).detach().abs().max() / r32.detach().abs().max())] + [
+        float((a - b).abs().max() / b.abs().max())
+        for a, b in zip(torch.autograd.grad(o32, (x32, l32.weight, l32.bias), dy.float()),
+                        torch.autograd.grad(r32, (x32, t32.weight, t32.bias), dy.float()))]
+
+    # finite differences on a small corner of the input (gradcheck is slow: it perturbs every entry)
+    small = [t.detach()[:4, :3, :2, :2].clone().requires_grad_(True) if t.dim() == 4
+             else t.detach()[:3].clone().requires_grad_(True) for t in (x, gamma, beta)]
+    gradcheck_ok = torch.autograd.gradcheck(lambda a, b, c: batch_norm_forward(a, b, c), small)
+
+    # the projection: per channel, dl/dx sums to zero and is orthogonal to x_hat
+    dx = g_ref[0]
+    x_hat = reference(x, gamma, beta)[2].detach()
+    sum_dx = float(dx.sum(dims).abs().max() / dx.abs().sum(dims).max())
+    dot_dx = float((dx * x_hat).sum(dims).abs().max() / (dx.abs() * x_hat.abs()).sum(dims).max())
+    eps_term = float((eps / (x.detach().var(dims, unbiased=False) + eps)).max())  # 1 - rho: exact 0 only for eps = 0
+    return BackwardCheck(errors, scale, g_ref, buf_err, f32, gradcheck_ok, sum_dx, dot_dx, eps_term)
+
+
+def bn_identity_error(u: Tensor, eps: float = 1e-5) -> float:
+    """max |BN(u) − u| / max |u|, per unit (column), with γ = √(σ_B² + ε) and β = μ_B: BN can represent the
+    identity, so normalizing loses nothing the layer could represent (Ioffe & Szegedy; Santurkar et al.'s
+    Observation 4.3 in the landscape's terms). Rounding only: the float64 value is ~1e-16."""
+    var_u, mu_u = torch.var_mean(u, 0, correction=0)
+    identity = batch_norm_forward(u, torch.sqrt(var_u + eps), mu_u, eps)
+    return float(((identity - u).abs() / u.abs().max(0).values).max())
+
+
+@dataclass(frozen=True)
+class BiasCheck:
+    """`out_err` = max |BN(Wu + b) − BN(Wu)|; `grad_b` = max |∂ℓ/∂b| through BN (both 0 up to rounding)."""
+
+    out_err: float
+    grad_b: float
+
+
+def bias_before_bn(u: Tensor, W: Tensor, bias: Tensor, gamma: Tensor, beta: Tensor, probe: Tensor) -> BiasCheck:
+    """Why a layer followed by BN drops its bias: BN(u Wᵀ + b) = BN(u Wᵀ), since b shifts every value of a unit
+    and its batch mean alike, and ∂ℓ/∂b = Σ_i ∂ℓ/∂x_i = 0 per unit (the backward pass's projection). The loss is
+    ℓ = Σ sigmoid(BN(u Wᵀ + b)) · probe, a fixed random linear function of the activations."""
+    bias = bias.detach().requires_grad_(True)
+    with_bias = batch_norm_forward(u @ W.T + bias, gamma, beta)
+    without_bias = batch_norm_forward(u @ W.T, gamma, beta)
+    out_err = float((with_bias - without_bias).detach().abs().max())
+    (grad_b,) = torch.autograd.grad((torch.sigmoid(with_bias) * probe).sum(), bias)
+    return BiasCheck(out_err, float(grad_b.abs().max()))
+
+
+@dataclass(frozen=True)
+class ConvChannels:
+    """`feat` = BN(conv(images)), (N, C, H, W); per channel over batch and positions: `chan_mean`, `chan_var`
+    (biased); `pos_mean` = per channel and position, the mean over the batch only, (C, H, W); `n_params` = the
+    BN layer's learned parameters."""
+
+    feat: Tensor
+    chan_mean: Tensor
+    chan_var: Tensor
+    pos_mean: Tensor
+    n_params: int
+
+
+def conv_bn_channels(images: Tensor, channels: int = 4, std: float = 0.5, seed: int = 11) -> ConvChannels:
+    """A 3x3 convolution (no bias; weights N(0, std²) from `seed`) and `norms.BatchNorm(channels)` in training
+    mode, in the images' dtype: BN of a conv layer normalizes each channel over the batch and every position
+    together (m = N·H·W values), with one (γ, β) per channel, so single positions are not normalized."""
+    conv = nn.Conv2d(images.shape[1], channels, 3, padding=1, bias=False).to(images.dtype)
+    nn.init.normal_(conv.weight, 0.0, std, generator=torch.Generator().manual_seed(seed))
+    conv_bn = BatchNorm(channels).to(images.dtype)
+    feat = conv_bn(conv(images)).detach()
+    chan_var, chan_mean = torch.var_mean(feat, (0, 2, 3), correction=0)
+    pos_mean = feat.mean(0)  # per channel and position, over the batch only
+    return ConvChannels(feat, chan_mean, chan_var, pos_mean, sum(p.numel() for p in conv_bn.parameters()))
+
+
+def batch_variance_bias(
+    ms: Sequence[int], batches: int, sd: float, seed: int, dtype: torch.dtype = torch.float64
+) -> list[tuple[int, float, float, float]]:
+    """Algorithm 2's m/(m−1): for each batch size m, `batches` batches of m draws from N(0, sd²) (generator
+    seed + m). Returns (m, E_B[σ_B²]/Var, (m−1)/m, E_B[m/(m−1) σ_B²]/Var) per m: the biased batch variance
+    underestimates the variance by (m−1)/m, since it measures the spread around the batch's own mean, and
+    the m/(m−1) correction removes that."""
+    rows = []
+    for m in ms:
+        draws = torch.randn(m, batches, generator=torch.Generator().manual_seed(seed + m), dtype=dtype) * sd
+        var_b = draws.var(0, unbiased=False)  # one batch per column
+        rows.append((m, float(var_b.mean() / sd**2), (m - 1) / m, float((var_b * m / (m - 1)).mean() / sd**2)))
+    return rows
+
+
+def batch_of_one_message(channels: int = 6) -> str:
+    """The error `norms.BatchNorm` raises for a training-mode batch of one (x − μ_B = 0: nothing is left to
+    normalize); raises AssertionError if the layer accepts the batch."""
+    try:
+        BatchNorm(channels)(torch.randn(1, channels))
+    except ValueError as e:
+        return str(e)
+    raise AssertionError("a batch of one should be refused in training mode")
+
+
+def scaled_bn_layer(W: Tensor, u: Tensor, probe: Tensor, a: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The layer y = BN(u (aW)ᵀ) (γ = 1, β = 0, this ε) under the loss ℓ = Σ sigmoid(y) · probe: returns
+    (y, ∂ℓ/∂(aW), ∂ℓ/∂u, aW). Scale invariance compares these across a."""
+    ones, zeros = torch.ones(W.shape[0], dtype=W.dtype), torch.zeros(W.shape[0], dtype=W.dtype)
+    Wa = (a * W).requires_grad_(True)
+    uu = u.clone().requires_grad_(True)
+    y = batch_norm_forward(uu @ Wa.T, ones, zeros, eps)
+    gW, gu = torch.autograd.grad((torch.sigmoid(y) * probe).sum(), (Wa, uu))
+    return y.detach(), gW, gu, Wa.detach()
+
+
+@dataclass(frozen=True)
+class ScaleInvariance:
+    """`rows`: (ε, a, max |BN(aWu) − BN(Wu)|, a·∂ℓ/∂(aW) vs ∂ℓ/∂W (max |difference| relative to the largest
+    entry), a‖∂ℓ/∂(aW)‖/‖∂ℓ/∂W‖, ∂ℓ/∂u at aW vs at W (relative)), one per ε and a; `var_min` = the smallest
+    batch variance of a unit at a = 1; `cos` = max over units j of |cos(w_j, ∂ℓ/∂w_j)| at ε = 0, a = 1."""
+
+    rows: list[tuple[float, float, float, float, float, float]]
+    var_min: float
+    cos: float
+
+
+def scale_invariance(
+    W: Tensor, u: Tensor, probe: Tensor, scales: Sequence[float], epss: Sequence[float] = (0.0, 1e-5)
+) -> ScaleInvariance:
+    """BN((aW)u) = BN(Wu), ∂ℓ/∂u unchanged and ∂ℓ/∂(aW) = ∂ℓ/∂W / a, for each factor a in `scales` and each ε
+    in `epss` (exact at ε = 0, up to ~ε/(a²σ_B²) otherwise), on `scaled_bn_layer`; and the consequence
+    ⟨w_j, ∂ℓ/∂w_j⟩ = 0 for every unit j: larger weights get smaller gradients, orthogonal to the weights."""
+    rows = []
+    for eps in epss:
+        y1, gW1, gu1, _ = scaled_bn_layer(W, u, probe, 1.0, eps)
+        for a in scales:
+            ya, gWa, gua, Wa = scaled_bn_layer(W, u, probe, a, eps)
+            rows.append((eps, a, float((ya - y1).abs().max()),
+                         float((a * gWa - gW1).abs().max() / gW1.abs().max()),
+                         float(gWa.norm() / gW1.norm()) * a,
+                         float((gua - gu1).abs().max() / gu1.abs().max())))
+    var_min = float((u @ W.T).var(0, unbiased=False).min())  # the smallest batch variance of a unit at a = 1
+    _, gW1, _, W1 = scaled_bn_layer(W, u, probe, 1.0, 0.0)
+    cos = ((W1 * gW1).sum(1) / (W1.norm(dim=1) * gW1.norm(dim=1))).abs().max().item()
+    return ScaleInvariance(rows, var_min, cos)
+
+
+def weight_norm_growth(initial: nn.Module, trained: nn.Module) -> list[float]:
+    """‖W_k‖ trained / ‖W_k‖ at initialization, per block k of two models of the same architecture (each block's
+    `layer`). With BN, each unit's weight gradient is orthogonal to its weights, so SGD can only grow them."""
+    return [float(e.layer.weight.detach().norm() / i.layer.weight.detach().norm())
+            for i, e in zip(initial.blocks, trained.blocks)]

@@ -78,3 +78,14 @@ def test_landscape_comparison_puts_the_paper_beside_each_quantity():
                     "| standard rougher |")
     assert t[1] == "|:---|:---|---:|---:|---:|---:|---:|---:|"
     assert t[2] == "| effective β | BN flat ≈ 20 | 20.9 | 14.1 | 1.48 | 56.6 | 25.3 | 62% of probes |"
+
+
+def test_fold_keeps_every_line_within_the_column_and_words_whole():
+    text = "first " + "word " * 40 + "\n\nsecond-line-with-hyphens " * 4 + "\n" + "x" * 90
+    out = plots.fold(text, indent="  ")
+    lines = out.split("\n")
+    assert all(len(l) <= plots.TEXT_WIDTH for l in lines if not l.strip().startswith("x"))
+    assert "x" * 90 in lines  # a word longer than the column stays whole
+    assert "" in lines  # blank lines are kept
+    assert lines[1].startswith("  word") and not lines[0].startswith(" ")
+    assert out.replace("\n  ", " ").split() == text.split()  # nothing lost or split

@@ -76,6 +76,13 @@ def test_normalize_properties() -> None:
     assert ((yh_eps**2).sum(0) < 50.0 - 1e-9).all()
 
 
+def test_fact_c1_against_autograd_agrees_to_rounding_and_catches_the_naive_gradient() -> None:
+    for seed in (0, 7):
+        r = T.fact_c1_against_autograd(seed)
+        assert r.module < 1e-12 and r.functional < 1e-12  # both backward passes, to float64 rounding
+        assert r.naive > 0.1  # γ/σ · g, with μ and σ taken as constants, is detected: the check can fail
+
+
 # ---------------------------------------------------------------------------------------------------
 # Theorem 4.1
 
@@ -131,6 +138,23 @@ def test_thm41_lhs_can_come_from_a_network() -> None:
         assert bool((r.lhs <= r.rhs_m * (1 + 1e-10)).all())
     # the model itself was left alone
     assert next(net.parameters()).dtype == torch.float32
+
+
+def test_thm41_random_units_finds_the_equality_the_predicted_slack_and_the_sqrt_m_violation() -> None:
+    ms = [2, 8, 64]
+    u = T.thm41_random_units(ms, [0.0, 1e-2], 5)
+    assert u.n == 30 and int(u.e0.sum()) == 15 and int(u.m2.sum()) == 5 and int(u.big.sum()) == 20
+    # the entries are thm41_sides on the same instances (seed 1000·m + int(10⁶·ε)), unit by unit
+    y, g, gamma = T.random_bn_instance(64, 5, gen(64000 + 10000))
+    r = T.thm41_sides(g, y, gamma, 1e-2)
+    sel = (u.m == 64) & (u.eps == 1e-2)
+    assert u.lhs[sel].tolist() == r.lhs.tolist() and u.rhs_sqrt_m[sel].tolist() == r.rhs_sqrt_m.tolist()
+    assert u.eq_err.max() < 1e-12 and u.slack_ok and u.gap_err.max() < 1e-12 and u.rel_slack.max() > 1e-6
+    assert u.viol[u.e0].all() and (u.lhs[u.m2] < 1e-12 * u.norm[u.m2]).all()  # m = 2: nothing gets through
+    rows = u.by_batch_size()
+    assert [m for m, _, _ in rows] == ms
+    assert rows[0][1] == 1.0 and rows[0][2] is None  # m = 2: the 1/√m right side is negative on every unit
+    assert all(med > 1 for _, _, med in rows[1:])  # elsewhere LHS exceeds it
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,6 +214,28 @@ def test_thm42_hessian_psd_exactly_when_head_is_piecewise_linear() -> None:
         if found_negative:
             break
     assert found_negative
+
+
+def test_thm42_small_nets_hold_the_identity_and_h_is_psd_only_for_the_relu_head() -> None:
+    fams = {"relu": {}, "tanh": dict(act="tanh")}
+    terms, mineig = T.thm42_small_nets(fams, range(3), m=24, units=4, hidden=8)
+    assert [len(terms[f]) for f in fams] == [12, 12] and [len(mineig[f]) for f in fams] == [3, 3]
+    y, head, gamma, beta = T.small_bn_net(1, m=24, units=4, hidden=8)
+    assert y.shape == (24, 4) and y.dtype == D
+    assert terms["relu"][4 + 2] == T.thm42_terms(head, y, 2, gamma, beta)  # seed 1, unit 2: the same numbers
+    relu, tanh = (T.thm42_summary(terms[f], mineig[f]) for f in fams)
+    assert relu["err"] < 1e-12 and tanh["err"] < 1e-12  # the identity, with or without H ⪰ 0
+    assert relu["var_err"] > 1e-3  # the γ/(mσ²) transcription is off where γ ≠ σ
+    assert relu["psd"] == 1.0 and tanh["mineig"] < 0
+    assert 0 < relu["n"] <= 12 and 0 <= relu["cond_pos"] <= 1
+
+
+def test_thm42_eps_error_is_rounding_at_eps_zero_and_of_the_order_of_one_minus_rho_above() -> None:
+    E = T.thm42_eps_error([1e-4, 1e-2], range(2), m=16, units=4, hidden=6)
+    assert E.shape[1] == 3 and set(E[:, 0].tolist()) == {1e-4, 1e-2}
+    assert float(E[:, 1].min()) > 1e-14 and float((E[:, 1] / E[:, 2]).max()) < 10
+    at0 = T.thm42_eps_error([0.0], range(2), m=16, units=4, hidden=6)
+    assert float(at0[:, 1].max()) < 1e-12 and float(abs(at0[:, 2]).max()) < 1e-12  # ρ = 1 at ε = 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,6 +298,15 @@ def test_thm44_holds_on_random_inputs_and_is_attained_by_the_worst_case() -> Non
     assert r.lhs > r.bound_unscaled_removed  # so does the form without λ² on the removed terms (λ < 1)
 
 
+def test_thm44_random_inputs_stay_below_the_bound_that_the_worst_cases_attain() -> None:
+    ratios = T.thm44_random_inputs(32, 8, 0.5, 1.7, n=20, seed=1)
+    assert ratios.shape == (20,) and 0 < float(ratios.min()) and float(ratios.max()) <= 1 + 1e-12
+    worst = T.thm44_worst_cases(32, 8, 0.5, 1.7, seeds=range(3))
+    assert worst.shape == (3, 4)
+    assert float(abs(worst[:, 0] - 0.5).max()) < 1e-12 and float(abs(worst[:, 1] - 1).max()) < 1e-10
+    assert (worst[:, 2] < 1).all() and (worst[:, 3] < 1).all()  # both slips are violated there
+
+
 # ---------------------------------------------------------------------------------------------------
 # Lemma 4.5
 
@@ -286,6 +341,25 @@ def test_bn_regression_is_scale_invariant_and_minimized_on_the_ray() -> None:
         assert float(gw.norm()) < 1e-10
     # with ε > 0 the invariance breaks for small weights
     assert float(T.bn_regression_loss(1e-3 * ws, gamma, beta, X, t, eps=1e-5)) > 1.01 * L
+
+
+def test_ray_of_minima_is_flat_at_eps_zero_and_not_near_the_origin_with_eps() -> None:
+    ks = torch.logspace(-4, 2, 7, dtype=D).numpy()
+    r = T.ray_of_minima(ks, epss=(0.0, 1e-5), m=64, d=4, seed=3)
+    assert list(r.along) == [0.0, 1e-5] and len(r.along[0.0]) == len(r.grad_norm) == 7
+    assert r.L_star == float(T.regression_loss(r.w_star, r.b_star, r.X, r.t))
+    assert float(abs(r.along[0.0]).max()) < 1e-12 * r.L_star and max(r.grad_norm) < 1e-10
+    assert r.along[1e-5][0] > 0.1 * r.L_star  # k = 1e-4: k σ* ≪ √ε, BN no longer sees the weights' direction only
+    assert abs(r.along[1e-5][-1]) < 1e-6 * r.L_star  # far along the ray ε does not matter
+
+
+def test_ray_distance_grid_brackets_the_projection() -> None:
+    W0 = torch.randn(6, generator=gen(20), dtype=D)
+    Ws = W0 + 0.5 * torch.randn(6, generator=gen(21), dtype=D)
+    rd = T.ray_distance(W0, Ws)
+    brute = T.ray_distance_grid(W0, Ws, 3 * rd.k)
+    assert rd.dist2_ray <= brute + 1e-12 and brute < rd.dist2_ray + 1e-6
+    assert T.ray_distance_grid(W0, Ws, 3 * rd.k, n=3) > brute + 1e-6  # a coarse grid misses the closest point
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -387,6 +461,30 @@ def test_ray_on_network_projects_each_layer() -> None:
         T.ray_on_network(net, moved)
 
 
+def test_thm41_on_layers_reads_the_networks_gradients_and_holds_on_every_layer() -> None:
+    net, x, labels = _tiny_vgg()
+    recs, recs0 = T.record_bn_layers(net, x, labels), T.record_bn_layers(net, x, labels, eps=0.0)
+    table = T.thm41_on_layers(recs, recs0)
+    assert [t["layer"] for t in table] == list(range(1, 9))
+    for t in table:
+        assert t["fact_err"] < 1e-9 and t["eq0"] < 1e-9 and t["ineq_ok"] and t["rand_ok"]
+        assert 0 <= t["f_one"] + t["f_yhat"] <= 1 and 0 <= t["viol"] <= 1 and t["scale_min"] <= t["scale_med"]
+    st = T.thm41_on_network(net, x, labels)  # the same records, the same medians
+    assert [t["shrink"] for t in table] == st["shrink"] and [t["gy_pos"] for t in table] == st["pos"]
+
+
+def test_thm44_on_layers_stays_below_the_bound_with_lambda_the_input_matrix_norm() -> None:
+    net, x, labels = _tiny_vgg()
+    recs = T.record_bn_layers(net, x, labels)
+    rows = T.thm44_on_layers(recs)
+    assert [r.index for r in rows] == list(range(1, 9))
+    for rec, r in zip(recs, rows):
+        X = rec.input_matrix()
+        assert (r.m, r.d) == tuple(X.shape)
+        assert math.isclose(r.lam, float(torch.linalg.matrix_norm(X, ord=2)), rel_tol=1e-9)
+        assert 0 < r.ratio_median <= r.ratio_max <= 1 + 1e-10
+
+
 def test_exact_hessian_matches_finite_differences_of_the_gradient_and_lanczos():
     """`theory.exact_hessian` on a small BN deep linear network: each column is the derivative of the gradient
     (central differences), and its top eigenvalue is what `probes.sharpness`'s Lanczos converges to."""
@@ -417,3 +515,116 @@ def test_exact_hessian_matches_finite_differences_of_the_gradient_and_lanczos():
     top = torch.linalg.eigvalsh(H)[-1].item()
     lanczos = probes.sharpness(net, squared_error, x, y, steps=len(base))["sharp_lmax"]
     assert lanczos == pytest.approx(top, rel=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# --- chapter 2: the BN transform, checked numerically ---
+
+
+def _plain_bn(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5):
+    """Algorithm 1 in plain tensor operations, (μ, σ², x̂, y) per channel of an (N, C, H, W) input."""
+    mu = x.mean((0, 2, 3), keepdim=True)
+    var = ((x - mu) ** 2).mean((0, 2, 3), keepdim=True)
+    x_hat = (x - mu) / torch.sqrt(var + eps)
+    return mu, var, x_hat, gamma.view(1, -1, 1, 1) * x_hat + beta.view(1, -1, 1, 1)
+
+
+def _conv_case(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    x = (torch.randn(5, 3, 4, 4, generator=gen(seed), dtype=D) * 2 - 1).requires_grad_(True)
+    gamma = (torch.rand(3, generator=gen(seed + 1), dtype=D) + 0.5).requires_grad_(True)
+    beta = torch.randn(3, generator=gen(seed + 2), dtype=D).requires_grad_(True)
+    return x, gamma, beta, torch.randn(5, 3, 4, 4, generator=gen(seed + 3), dtype=D)
+
+
+def test_backward_check_finds_every_implementation_equal_to_autograd_on_a_small_conv_input() -> None:
+    r = T.backward_check(*_conv_case(), reference=_plain_bn)
+    assert set(r.errors) == {"bnbook batch_norm_backward (paper's formulas)", "bnbook batch_norm_forward (autograd node)",
+                             "bnbook BatchNorm layer", "torch.nn.BatchNorm2d"}
+    assert all(max(e) < 1e-12 for e in r.errors.values()), r.errors
+    assert r.buf_err < 1e-14 and r.gradcheck_ok and max(r.f32) < 1e-5, (r.buf_err, r.f32)
+    assert r.sum_dx < 1e-14 and r.dot_dx < r.eps_term < 1e-3, (r.sum_dx, r.dot_dx, r.eps_term)
+    assert all(s > 0 for s in r.scale) and r.g_ref[0].shape == (5, 3, 4, 4)
+    # the reference's dl/dgamma is the textbook sum of upstream gradient times x_hat
+    x, gamma, beta, dy = _conv_case()
+    assert torch.allclose(r.g_ref[1], (dy * _plain_bn(x, gamma, beta)[2]).sum((0, 2, 3)).detach(), atol=1e-12)
+
+
+def test_backward_check_fails_against_a_wrong_reference() -> None:
+    """With the unbiased variance in the reference, every implementation disagrees with it: the check can fail."""
+
+    def unbiased(x, gamma, beta, eps=1e-5):
+        mu, _, _, _ = _plain_bn(x, gamma, beta, eps)
+        var = x.var((0, 2, 3), keepdim=True)
+        x_hat = (x - mu) / torch.sqrt(var + eps)
+        return mu, var, x_hat, gamma.view(1, -1, 1, 1) * x_hat + beta.view(1, -1, 1, 1)
+
+    r = T.backward_check(*_conv_case(), reference=unbiased)
+    assert all(name.startswith("bnbook batch_norm_backward") or max(e) > 1e-3 for name, e in r.errors.items()), r.errors
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1.0])
+def test_bn_identity_error_is_rounding_with_gamma_sigma_and_beta_mu(eps: float) -> None:
+    u = torch.randn(40, 4, generator=gen(1), dtype=D) * torch.tensor([0.01, 1, 10, 1000], dtype=D) + 3
+    assert T.bn_identity_error(u, eps) < 1e-14
+
+
+def test_bias_before_bn_changes_nothing_and_gets_no_gradient() -> None:
+    u, W = torch.randn(30, 8, generator=gen(2), dtype=D), torch.randn(4, 8, generator=gen(3), dtype=D)
+    bias, probe = torch.randn(4, generator=gen(4), dtype=D) * 100, torch.randn(30, 4, generator=gen(5), dtype=D)
+    r = T.bias_before_bn(u, W, bias, torch.ones(4, dtype=D), torch.zeros(4, dtype=D), probe)
+    assert r.out_err < 1e-12 and r.grad_b < 1e-12, r
+    assert not bias.requires_grad  # the caller's tensor is left alone
+    # without BN the same bias would matter, and get a gradient
+    b = bias.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((torch.sigmoid((u @ W.T + b) / 100) * probe).sum(), b)
+    assert float(g.abs().max()) > 1e-3
+
+
+def test_conv_bn_channels_normalizes_each_channel_over_batch_and_positions() -> None:
+    images = torch.randn(6, 3, 8, 8, generator=gen(6), dtype=D) + torch.linspace(-2, 2, 8, dtype=D)  # positions differ
+    r = T.conv_bn_channels(images, channels=5, seed=1)
+    assert r.feat.shape == (6, 5, 8, 8) and r.pos_mean.shape == (5, 8, 8) and r.n_params == 10
+    assert float(r.chan_mean.abs().max()) < 1e-12 and float((r.chan_var - 1).abs().max()) < 1e-3
+    assert float(r.pos_mean.abs().max()) > 0.1  # not normalized per position
+    assert torch.equal(T.conv_bn_channels(images, channels=5, seed=1).feat, r.feat)  # the seed fixes the weights
+
+
+def test_batch_variance_bias_is_m_minus_one_over_m_and_the_correction_removes_it() -> None:
+    rows = T.batch_variance_bias((2, 5, 30), 20000, 3.0, seed=7)
+    assert [r[0] for r in rows] == [2, 5, 30]
+    for m, biased, expected, unbiased in rows:
+        se = math.sqrt(2 / (m - 1) / 20000)  # relative standard error of the mean batch variance (Gaussian)
+        assert expected == (m - 1) / m and abs(biased - expected) < 5 * se and abs(unbiased - 1) < 5 * se * m / (m - 1)
+        assert math.isclose(unbiased, biased * m / (m - 1), rel_tol=1e-12)
+
+
+def test_batch_of_one_message_is_the_layers_value_error() -> None:
+    msg = T.batch_of_one_message(3)
+    assert "more than one value per channel" in msg and "(1, 3)" in msg
+    with pytest.raises(ValueError, match="more than one value"):
+        BatchNorm(3)(torch.randn(1, 3))
+
+
+def test_scale_invariance_is_exact_at_eps_zero_and_approximate_with_eps() -> None:
+    W, u = torch.randn(12, 6, generator=gen(8), dtype=D), torch.randn(20, 6, generator=gen(9), dtype=D)
+    probe = torch.randn(20, 12, generator=gen(10), dtype=D)
+    r = T.scale_invariance(W, u, probe, (0.01, 10.0), epss=(0.0, 1e-3))
+    assert [(e, a) for e, a, *_ in r.rows] == [(0.0, 0.01), (0.0, 10.0), (1e-3, 0.01), (1e-3, 10.0)]
+    for eps, a, dy_, dgw, ratio, dgu in r.rows:
+        if eps == 0:
+            assert max(dy_, dgw, abs(ratio - 1), dgu) < 1e-10, (a, dy_, dgw, ratio, dgu)
+    small_a = r.rows[2]  # eps = 1e-3 at a = 0.01: eps is comparable to a^2 sigma_B^2, the identities break
+    assert small_a[2] > 1e-3, small_a
+    assert r.cos < 1e-12 and r.var_min > 0
+    # a < 0 flips the normalized output: BN is invariant to positive rescalings only
+    y1, y_neg = T.scaled_bn_layer(W, u, probe, 1.0, 0.0)[0], T.scaled_bn_layer(W, u, probe, -2.0, 0.0)[0]
+    assert torch.allclose(y_neg, -y1, atol=1e-12)
+
+
+def test_weight_norm_growth_is_each_layers_norm_ratio() -> None:
+    a = mlp(in_features=6, hidden=5, depth=3, norm="batch", seed=0)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for k, blk in enumerate(b.blocks, 1):
+            blk.layer.weight.mul_(k)
+    assert T.weight_norm_growth(a, b) == pytest.approx([1.0, 2.0, 3.0], rel=1e-6)
