@@ -173,13 +173,15 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or (args.steps is not None and args.steps < 10):
         raise ValueError("--seeds must be >= 1 and --steps >= 10")
-    cells = experiments.dln_grid(args.steps, seeds=tuple(range(args.seeds)))
-    path = Path(args.out) if args.out else experiments.dln_grid_path()
+    grid = experiments.GRIDS[args.name]
+    cells = grid.cells(args.steps, seeds=tuple(range(args.seeds)))
+    path = Path(args.out) if args.out else experiments.grid_path(args.name)
     n = sum(len(c) for c in cells.values())
-    print(f"chapter 4.4's DLN grid: {len(cells)} cells, {n} runs (cached ones are reused)", flush=True)
-    command = "python -m bnbook grid" + "".join(f" --{k} {v}" for k, v in (("steps", args.steps), ("seeds", args.seeds))
-                                                if v is not None and not (k == "seeds" and v == 3))
-    doc = experiments.write_dln_grid(path, cells, command)
+    print(f"{grid.section}'s grid {args.name!r}: {len(cells)} cells, {n} runs (cached ones are reused)", flush=True)
+    command = experiments.grid_command(args.name) + "".join(
+        f" --{k} {v}" for k, v in (("steps", args.steps), ("seeds", args.seeds))
+        if v is not None and not (k == "seeds" and v == 3))
+    doc = experiments.write_grid(args.name, path, cells, command)
     print(f"wrote {path} ({doc['provenance']['wall_time_s']:.0f} s, {doc['provenance']['train_core_s']:.0f} s of training)")
     return 0
 
@@ -242,11 +244,14 @@ def main(argv: list[str] | None = None) -> int:
                    "(repeatable)")
     p.set_defaults(func=_cmd_cache)
 
-    p = sub.add_parser("grid", help="train chapter 4.4's grid of deep-linear-network variants (about 30 core-minutes; "
-                       "cached runs are reused) and write its summary artifact, which the chapter reads")
+    p = sub.add_parser("grid", help="train a set of runs too long for CI and write its summary artifact, which the "
+                       "book reads (cached runs are reused): chapter 4.4's grid of deep-linear-network variants (dln, "
+                       "about 30 core-minutes), chapter 4.9's VGG learning-rate sweep (lr-sweep, about 13) or its extended-scale "
+                       "VGG (extended, about 90; resumable)")
+    p.add_argument("name", nargs="?", default="dln", choices=("dln", "lr-sweep", "extended"), help="which (default dln)")
     p.add_argument("--steps", type=int, help="override the runs' length (to try the command at a tiny scale)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3, as the chapter's)")
-    p.add_argument("--out", help="where to write it (default data/artifacts/dln_grid.json)")
+    p.add_argument("--out", help="where to write it (default data/artifacts/, the grid's file)")
     p.set_defaults(func=_cmd_grid)
 
     p = sub.add_parser("bench", help="book-scale steps vs plain PyTorch anchors (VGG with nn.BatchNorm2d and "

@@ -6,7 +6,10 @@ run cache key: editing it does not invalidate cached runs.)
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+from torch import Tensor
 
 from .probes import QUANTILES
 from .train import Run
@@ -181,8 +184,13 @@ def _finite_or_inf(v: np.ndarray) -> np.ndarray:
 
 
 LANDSCAPE_QUANTITIES = ("loss_range", "graddiff", "beta")
+# The raw quantities scale with the gradient: at step 0 the BN VGG's ‖g‖ is about 67× the standard network's, so
+# at equal η its probe moves 67× farther. Normalized: the gradient change relative to ‖g‖, and the loss range
+# relative to lr·‖g‖², the decrease a step of size lr would give on a linear landscape.
+NORMALIZED_QUANTITIES = ("loss_range_rel", "graddiff_rel")
 # how the book names them in prose, tables and claims
-LANDSCAPE_NAMES = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β"}
+LANDSCAPE_NAMES = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β",
+                   "loss_range_rel": "loss range / (lr·‖g‖²)", "graddiff_rel": "gradient change / ‖g‖"}
 
 
 def landscape_per_probe(run: Run, quantity: str, prefix: str = "land") -> np.ndarray:
@@ -190,7 +198,8 @@ def landscape_per_probe(run: Run, quantity: str, prefix: str = "land") -> np.nda
 
     - `loss_range`: max_η L(x(η)) − min_η L(x(η)), the height of the loss band of panel (a);
     - `graddiff`: max_η ‖∇L(x(η)) − g‖₂, the top of the gradient-predictiveness band of panel (b);
-    - `beta`: the effective β-smoothness max_η ‖∇L(x(η)) − g‖₂ / ‖η d‖₂ of panel (c).
+    - `beta`: the effective β-smoothness max_η ‖∇L(x(η)) − g‖₂ / ‖η d‖₂ of panel (c);
+    - `loss_range_rel`, `graddiff_rel` (`NORMALIZED_QUANTITIES`): the first over lr·‖g‖², the second over ‖g‖.
 
     `prefix` is "land" (along the gradient) or "rand" (along a random direction of the gradient's norm).
     NaN (a probe that overflowed) counts as +inf.
@@ -205,7 +214,12 @@ def landscape_per_probe(run: Run, quantity: str, prefix: str = "land") -> np.nda
         return _finite_or_inf(h[f"{prefix}_graddiff"]).max(axis=1)
     if quantity == "beta":
         return _finite_or_inf(h[f"{prefix}_beta"])
-    raise ValueError(f"unknown landscape quantity {quantity!r}; choose one of {LANDSCAPE_QUANTITIES}")
+    if quantity in NORMALIZED_QUANTITIES:
+        g = np.asarray(h[f"{prefix}_gnorm"], dtype=np.float64)
+        scale = run.config.lr * g**2 if quantity == "loss_range_rel" else g
+        return landscape_per_probe(run, quantity[: -len("_rel")], prefix) / scale
+    raise ValueError(f"unknown landscape quantity {quantity!r}; choose one of "
+                     f"{LANDSCAPE_QUANTITIES + NORMALIZED_QUANTITIES}")
 
 
 def sharpness_steps(run: Run) -> np.ndarray:
@@ -279,17 +293,18 @@ def landscape_wins(
 
 
 def landscape_table(
-    a: Run, b: Run, until: int | None = None, prefix: str = "land", since: int | None = None
+    a: Run, b: Run, until: int | None = None, prefix: str = "land", since: int | None = None,
+    quantities: tuple[str, ...] = LANDSCAPE_QUANTITIES,
 ) -> dict[str, dict[str, float]]:
-    """Every landscape quantity of runs `a` and `b` side by side, over the probed steps in [`since`, `until`).
+    """Landscape quantities of runs `a` and `b` side by side, over the probed steps in [`since`, `until`).
 
-    Per quantity (`LANDSCAPE_QUANTITIES`): the medians (`median_a`, `median_b`), maxima (`max_a`, `max_b`)
+    Per quantity (`quantities`: the paper's, or `NORMALIZED_QUANTITIES`): the medians (`median_a`, `median_b`), maxima (`max_a`, `max_b`)
     and spreads (`spread_a`, `spread_b`, `landscape_spread`) over those probes; `ratio` = median_a /
     median_b, `max_ratio` = max_a / max_b (how much higher `a`'s worst spike is), `spread_ratio` =
     spread_a / spread_b, and `wins` = the fraction of the probes at which `a` is rougher (`landscape_wins`).
     """
     out = {}
-    for q in LANDSCAPE_QUANTITIES:
+    for q in quantities:
         va, vb = (_window_values(r, q, since, until, prefix) for r in (a, b))
         sa, sb = (landscape_spread(r, q, until, prefix, since) for r in (a, b))
         out[q] = {
@@ -390,3 +405,100 @@ def dln_summary(run: Run, early: int = DLN_EARLY) -> dict[str, float]:
         key = f"ics{i}_cos"
         out[f"ics{i}_cos_median"] = float(np.nanmedian(h[key])) if key in h and len(h[key]) else np.nan
     return out
+
+
+def dln_grid_row(run: Run) -> dict:
+    """One run of chapter 4.4's DLN grid as its artifact stores it: `dln_summary`, and the end-to-end matrix's
+    singular values at the first and last probe (empty without that probe)."""
+    sv = run.history.get("e2e_sv")
+    return {"summary": dln_summary(run),
+            "sv_first": sv[0].tolist() if sv is not None and len(sv) else [],
+            "sv_last": sv[-1].tolist() if sv is not None and len(sv) else []}
+
+
+# --- the VGG's learning-rate sweep (chapter 4.8) ---
+
+def layer_weight_norms(state: dict[str, Tensor]) -> list[float]:
+    """‖w‖² of each block's layer weight (conv or linear), in block order. With BN after the layer, the loss does
+    not depend on the weight's scale, and a gradient step of size η moves its direction as a step of η/‖w‖² would
+    at unit norm: BN's effective learning rate (chapter 2, scale invariance; Arora, Li & Lyu 2019)."""
+    keys = sorted((k for k in state if k.startswith("blocks.") and k.endswith(".layer.weight")),
+                  key=lambda k: int(k.split(".")[1]))
+    return [float(state[k].double().pow(2).sum()) for k in keys]
+
+
+def lr_sweep_row(run: Run) -> dict:
+    """One run of chapter 4.8's learning-rate sweep as its artifact stores it: the final numbers (`status`,
+    `diverged_at`, test and train accuracy and loss), the test accuracy at each evaluation, lr·λ_max and lr·gᵀHg/‖g‖²
+    at each sharpness probe, lr·β at each landscape probe, and each block's ‖w‖² at initialization and at the end
+    (`layer_weight_norms`; NaN after a divergence)."""
+    from .train import build_model
+
+    h, f, lr = run.history, run.final, run.config.lr
+    at = np.isin(h["probe_step"], sharpness_steps(run))
+    finite = lambda v: [float(x) if np.isfinite(x) else None for x in np.asarray(v, dtype=np.float64)]
+    return {"final": {k: (float(f[k]) if isinstance(f.get(k), (int, float)) else f.get(k))
+                      for k in ("status", "diverged_at", "test_acc", "train_acc", "test_loss", "train_loss")},
+            "eval_step": h["eval_step"].tolist(), "test_acc": finite(h["test_acc"]),
+            "sharp_step": h["probe_step"][at].tolist(),
+            "lr_lmax": finite(lr * h["sharp_lmax"][at]), "lr_grad_curv": finite(lr * h["sharp_grad"][at]),
+            "probe_step": h["probe_step"].tolist(), "lr_beta": finite(lr * landscape_per_probe(run, "beta")),
+            "wnorm2_init": layer_weight_norms(build_model(run.config).state_dict()),
+            "wnorm2_end": layer_weight_norms(run.state)}
+
+
+def sweep_cells(doc: dict) -> dict[tuple[str, float], list[dict]]:
+    """The learning-rate sweep's artifact (`experiments.load_grid("lr-sweep")`) as (norm, lr) → its runs' rows."""
+    return {(rows[0]["config"]["norm"], rows[0]["config"]["lr"]): rows for rows in doc["cells"].values()}
+
+
+def effective_lr(row: dict, when: str = "end") -> np.ndarray:
+    """η/‖w‖² of each block's layer weight at initialization (`when="init"`) or at the end of a sweep run (its
+    row in the artifact): the step size that a scale-invariant weight's direction sees."""
+    return row["config"]["lr"] / np.asarray(row[f"wnorm2_{when}"], dtype=np.float64)
+
+
+# --- the extended scale (chapter 4.9): whole histories, so that the claims read them as they read the book's runs ---
+
+# per-step and per-sample arrays that the landscape claims do not read and that would make the artifact large
+_HEAVY_PREFIXES = ("step", "train_", "act")  # per step (step_act*, step, train_*) and per channel (act*_mean, _var)
+_HEAVY_SUFFIXES = ("_values", "_quantiles")  # activation samples and quantiles
+
+
+def history_row(run: Run) -> dict:
+    """A run as the extended-scale artifact stores it: its final numbers and its history without the per-step
+    and per-sample arrays (`_HEAVY_PREFIXES`, `_HEAVY_SUFFIXES`), as lists."""
+    keep = {k: v for k, v in run.history.items()
+            if not k.startswith(_HEAVY_PREFIXES) and not k.endswith(_HEAVY_SUFFIXES)}
+    return {"final": dict(run.final), "history": {k: np.asarray(v).tolist() for k, v in keep.items()}}
+
+
+def grid_runs(doc: dict) -> dict[str, list[Run]]:
+    """An artifact of `history_row`s as runs (histories and final numbers; no weights): cell → runs, in order.
+    The claims and tables that read book-scale runs read these the same way."""
+    from .train import config_from_dict
+
+    return {cell: [Run(config_from_dict(r["config"]), {k: np.asarray(v) for k, v in r["history"].items()},
+                       r["final"], {}, r["provenance"]) for r in rows]
+            for cell, rows in doc["cells"].items()}
+
+
+def first_steps(run: Run, steps: int) -> Run:
+    """`run` as if it had stopped after `steps` steps: its probes, evaluations and per-step records before that
+    step, its final test numbers those of its last evaluation before it. To compare a long run with a short one
+    over the same stretch of training."""
+    h = run.history
+
+    def index(key: str) -> str:  # which step each row of a history array belongs to
+        if key in ("eval_step", "test_acc", "test_loss"):
+            return "eval_step"
+        if key == "step" or key.startswith(("train_", "step_")):
+            return "step"
+        return "probe_step"
+
+    cut = {k: np.asarray(v)[np.asarray(h[index(k)]) < steps] for k, v in h.items()}
+    final = dict(run.final)
+    if len(cut.get("eval_step", ())):
+        final.update(test_acc=float(cut["test_acc"][-1]), test_loss=float(cut["test_loss"][-1]))
+    return Run(dataclasses.replace(run.config, steps=min(steps, run.config.steps)), cut, final, run.state,
+               run.provenance)

@@ -977,6 +977,28 @@ def vgg_landscape(vgg: dict[tuple[str, float], Sequence], quantity: str, since: 
                   f"{spike_test} (spikes)", [s for s, _ in pairs], values, reverse)
 
 
+def vgg_landscape_normalized(vgg: dict[tuple[str, float], Sequence], since: int = LATE) -> Claim:
+    """Fig. 4 (a) and (b) normalized for the gradient's size (`analysis.NORMALIZED_QUANTITIES`): the loss range
+    over lr·‖g‖² and the gradient change over ‖g‖. BN's gradient is far larger (67× at step 0 on seed 0), so at
+    equal η its probe moves farther, and the raw quantities compare unequal steps. Per seed at lr 0.1, over the
+    probes from step `since` on: the standard network's median of each is above BN's. Reversed: below for both."""
+    from .analysis import NORMALIZED_QUANTITIES, landscape_table
+
+    pairs = paired(vgg["none", 0.1], vgg["batch", 0.1])
+    t = [landscape_table(s, b, since=since, quantities=NORMALIZED_QUANTITIES) for s, b in pairs]
+    values = {f"median {LANDSCAPE_NAMES[q]}, standard / BN": [r[q]["ratio"] for r in t] for q in NORMALIZED_QUANTITIES}
+    holds = {f"{LANDSCAPE_NAMES[q]}: standard's median higher": above(v, 1.0, log=True)
+             for q, v in zip(NORMALIZED_QUANTITIES, values.values())}
+    reverse = {f"{LANDSCAPE_NAMES[q]}: BN's median higher": below(v, 1.0, log=True)
+               for q, v in zip(NORMALIZED_QUANTITIES, values.values())}
+    book = "standard / BN: " + "; ".join(f"{k.split(', ')[0][len('median '):]} {spread(v, '.2f')}" for k, v in values.items())
+    return _claim(4, S4_VGG, "Normalized for the gradient's size, the standard network's landscape is the rougher one.",
+                  "not normalized by Santurkar et al. (their Fig. 4 (a), (b): raw loss range and gradient change, "
+                  "smoother with BN)", book, f"{scale_of(pairs[0][0])}, lr 0.1, probes from step {since} on", holds,
+                  f"over the probes from step {since} on, the standard network's median loss range / (lr·‖g‖²) and "
+                  f"gradient change / ‖g‖ each > BN's", [s for s, _ in pairs], values, reverse)
+
+
 def vgg_gradient_vs_step(vgg: dict[tuple[str, float], Sequence]) -> Claim:
     """Santurkar et al., appendix: the VGG's gradient change grows far more with the step size without BN.
 

@@ -8,7 +8,8 @@ the cache. `paper_scale(cfg)` is the same experiment at the papers' scale, which
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .train import Config
@@ -129,16 +130,76 @@ def dln_grid(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[s
             for name, (norms, change) in cells.items()}
 
 
-def dln_grid_path() -> Path:
-    """The committed grid artifact (`python -m bnbook grid` writes it)."""
-    return ARTIFACTS / DLN_GRID_FILE
+# Chapter 4.9's learning-rate sweep: the book's VGG, standard and BN, at six learning rates, each on SEEDS. It
+# tests Ioffe & Szegedy's headline (BN tolerates much larger learning rates) over a range, not at two points, and
+# where each network's sharpness settles (the edge of stability is lr·λ_max = 2). Its runs at lr 0.1 are the
+# chapter's own; the others (30 runs, about 13 core-minutes) are too long for CI: `python -m bnbook grid lr-sweep`
+# trains them and writes the artifact, which the chapter reads and checks against its own lr-0.1 runs.
+VGG_SWEEP_LRS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 
 
-def write_dln_grid(path: Path, cells: dict[str, list[Config]], command: str) -> dict:
-    """Train the grid's missing runs (`results.get_runs`, cached) and write each run's `analysis.dln_summary`,
-    with its configuration, its own provenance (commit and machine it trained on) and the end-to-end singular
-    values at the first and last probe, to `path` (JSON, atomically), with the file's provenance: commit, machine,
-    date, this command's wall time (`wall_time_s`; short when the runs were cached), the runs' total training time
+def lr_sweep(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[Config]]:
+    """The sweep's cells, in order: "none lr 0.025", …, "batch lr 0.8" → configurations (× seeds).
+
+    `steps` overrides the runs' length (to try the command at a tiny scale); probes and evaluation then run twice,
+    on 500 test images."""
+    base = BOOK_VGG if steps is None else replace(
+        BOOK_VGG, steps=steps, test_size=500, eval_every=max(1, steps // 2), probe_every=max(1, steps // 2),
+        sharpness_every=max(1, steps // 2))
+    return {f"{n} lr {lr:g}": [replace(base, norm=n, lr=lr, seed=s) for s in seeds]
+            for n in ("none", "batch") for lr in VGG_SWEEP_LRS}
+
+
+# The extended scale (issue: does a verdict change with scale?): VGG-11 at twice the book's width, trained 7.5× as
+# long, standard and BN at lr 0.1 on SEEDS, with the book's probes every 50 steps (60 probes a run, against the
+# book's 8) and the sharpness every 250. About 1.5 core-hours: `python -m bnbook grid extended` (resumable: each run
+# checkpoints every `results.CHECKPOINT_EVERY` steps) writes the artifact that chapter 4 reads.
+EXTENDED_VGG = replace(BOOK_VGG, width=0.25, steps=3000, eval_every=250, probe_every=50, sharpness_every=250)
+
+
+def extended(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[Config]]:
+    """The extended scale's cells: "none lr 0.1", "batch lr 0.1" → configurations (× seeds). `steps` overrides
+    the runs' length (to try the command at a tiny scale: then at the book's width, probed twice, on 500 test
+    images)."""
+    base = EXTENDED_VGG if steps is None else replace(
+        EXTENDED_VGG, width=BOOK_VGG.width, steps=steps, test_size=500, eval_every=max(1, steps // 2),
+        probe_every=max(1, steps // 2), sharpness_every=max(1, steps // 2))
+    return {f"{n} lr {base.lr:g}": [replace(base, norm=n, seed=s) for s in seeds] for n in ("none", "batch")}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A set of runs too long for CI, trained by `python -m bnbook grid NAME` into a committed artifact."""
+
+    file: str  # under ARTIFACTS
+    cells: Callable[..., dict[str, list[Config]]]  # (steps=None, seeds=SEEDS) → name → configurations
+    row: str  # the `analysis` function that summarizes one run for the artifact
+    core_minutes: int  # about how long it trains from an empty cache
+    section: str  # where the book reads it
+
+
+GRIDS = {
+    "dln": Grid(DLN_GRID_FILE, dln_grid, "dln_grid_row", 30, "chapter 4.4"),
+    "lr-sweep": Grid("vgg_lr_sweep.json", lr_sweep, "lr_sweep_row", 13, "chapter 4.9"),
+    "extended": Grid("vgg_extended.json", extended, "history_row", 90, "chapter 4.9"),
+}
+
+
+def grid_path(name: str) -> Path:
+    """The committed artifact of grid `name` (`python -m bnbook grid NAME` writes it)."""
+    return ARTIFACTS / GRIDS[name].file
+
+
+def grid_command(name: str) -> str:
+    """The command that writes grid `name`'s artifact."""
+    return "python -m bnbook grid" + ("" if name == "dln" else f" {name}")
+
+
+def write_grid(name: str, path: Path, cells: dict[str, list[Config]], command: str) -> dict:
+    """Train the grid's missing runs (`results.get_runs`, cached) and write each run's summary (the grid's
+    `analysis` row function), with its configuration, its own provenance (commit and machine it trained on) and
+    its training time, to `path` (JSON, atomically), with the file's provenance: commit, machine, date, this
+    command's wall time (`wall_time_s`; short when the runs were cached), the runs' total training time
     (`train_core_s`), the command."""
     import datetime
     import json
@@ -148,45 +209,40 @@ def write_dln_grid(path: Path, cells: dict[str, list[Config]], command: str) -> 
     from .data import atomic_write
 
     start = time.perf_counter()
+    row = getattr(analysis, GRIDS[name].row)
     runs = results.get_runs([c for cfgs in cells.values() for c in cfgs])
     by_config = {r.config: r for r in runs}
-    out_cells = {}
-    for name, cfgs in cells.items():
-        rows = []
-        for c in cfgs:
-            r = by_config[c]
-            sv = r.history.get("e2e_sv")
-            rows.append({"config": json.loads(c.to_json()), "summary": analysis.dln_summary(r),
-                         "sv_first": sv[0].tolist() if sv is not None and len(sv) else [],
-                         "sv_last": sv[-1].tolist() if sv is not None and len(sv) else [],
-                         "wall_time": r.final["wall_time"], "provenance": r.provenance})  # where this run trained
-        out_cells[name] = rows
+    out_cells = {cell: [{"config": json.loads(c.to_json()), **row(by_config[c]),
+                         "wall_time": by_config[c].final["wall_time"], "provenance": by_config[c].provenance}
+                        for c in cfgs] for cell, cfgs in cells.items()}
     prov = results.provenance()
     prov.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), command=command,
                 wall_time_s=round(time.perf_counter() - start, 1),
                 train_core_s=round(sum(r.final["wall_time"] for r in runs), 1), cpu=_cpu_name())
-    doc = {"provenance": prov, "early": analysis.DLN_EARLY, "cells": out_cells}
+    doc = {"provenance": prov, **({"early": analysis.DLN_EARLY} if name == "dln" else {}), "cells": out_cells}
     text = json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return doc
 
 
-def load_dln_grid(path: Path | None = None, cells: dict[str, list[Config]] | None = None) -> dict:
-    """The grid artifact, checked against the code: every cell of `cells` (default `dln_grid()`) with exactly its
-    configurations, in order. A mismatch (the grid changed since the artifact was written) is an error that
-    names the fix."""
+def load_grid(name: str, path: Path | None = None, cells: dict[str, list[Config]] | None = None) -> dict:
+    """Grid `name`'s artifact, checked against the code: every cell of `cells` (default the grid's own) with
+    exactly its configurations, in order. A mismatch (the grid changed since the artifact was written) is an
+    error that names the fix."""
     import json
 
-    path = path or dln_grid_path()
+    grid = GRIDS[name]
+    path = path or grid_path(name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: `python -m bnbook grid` computes it (about 30 core-minutes)")
+        raise FileNotFoundError(f"{path} is missing: `{grid_command(name)}` computes it (about {grid.core_minutes} "
+                                f"core-minutes)")
     doc = json.loads(path.read_text())
-    want = {name: [json.loads(c.to_json()) for c in cfgs] for name, cfgs in (cells or dln_grid()).items()}
-    got = {name: [row["config"] for row in rows] for name, rows in doc["cells"].items()}
+    want = {cell: [json.loads(c.to_json()) for c in cfgs] for cell, cfgs in (cells or grid.cells()).items()}
+    got = {cell: [row["config"] for row in rows] for cell, rows in doc["cells"].items()}
     if list(want.items()) != list(got.items()):  # in order too: the chapter takes the first cell as the book's
         stale = sorted(set(want) ^ set(got)) or [n for n in want if want[n] != got.get(n)] or ["their order"]
         raise ValueError(f"{path} was computed for another grid (cells differ: {stale[:3]}); "
-                         f"rerun `python -m bnbook grid` to recompute it")
+                         f"rerun `{grid_command(name)}` to recompute it")
     return doc
 
 

@@ -167,10 +167,21 @@ def _cached(path: Path) -> Run | None:
         return None
 
 
+# Runs longer than this (in `_cost` units, about seconds on one core of the book's machines) checkpoint every
+# CHECKPOINT_EVERY steps beside their cache file and resume from it when interrupted (bit-identical): the
+# extended-scale runs (`python -m bnbook grid extended`), not the book's.
+CHECKPOINT_COST = 300
+CHECKPOINT_EVERY = 250
+
+
 def _train_and_save(cfg: Config, progress: bool | None = None) -> Run:
-    run = train(cfg, progress=progress)
+    path = run_path(cfg)
+    ckpt = path.with_suffix(".ckpt") if _cost(cfg) > CHECKPOINT_COST else None
+    run = train(cfg, progress=progress, checkpoint=ckpt, checkpoint_every=CHECKPOINT_EVERY)
     run.provenance = provenance()
-    save_run(run, run_path(cfg))
+    save_run(run, path)
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
     return run
 
 

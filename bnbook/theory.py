@@ -1386,10 +1386,3 @@ def scale_invariance(
     _, gW1, _, W1 = scaled_bn_layer(W, u, probe, 1.0, 0.0)
     cos = ((W1 * gW1).sum(1) / (W1.norm(dim=1) * gW1.norm(dim=1))).abs().max().item()
     return ScaleInvariance(rows, var_min, cos)
-
-
-def weight_norm_growth(initial: nn.Module, trained: nn.Module) -> list[float]:
-    """‖W_k‖ trained / ‖W_k‖ at initialization, per block k of two models of the same architecture (each block's
-    `layer`). With BN, each unit's weight gradient is orthogonal to its weights, so SGD can only grow them."""
-    return [float(e.layer.weight.detach().norm() / i.layer.weight.detach().norm())
-            for i, e in zip(initial.blocks, trained.blocks)]

@@ -271,3 +271,22 @@ def test_spread_is_zero_when_flat_and_one_for_decade_swings():
     assert analysis.landscape_spread(swing, "graddiff") == pytest.approx(1.0)
     assert analysis.landscape_spread(swing, "beta") == np.inf  # an overflowed probe
     assert analysis.landscape_spread(swing, "graddiff", since=50) == 0.0
+
+
+def test_first_steps_cuts_every_history_at_the_step_and_keeps_the_last_evaluation(fake_cifar):
+    cfg = dataclasses.replace(TINY_VGG, probe_every=2, landscape=(0.5, 1.0), act_layers=(2,))
+    run = train(cfg)
+    short = analysis.first_steps(run, 5)
+    assert short.history["probe_step"].tolist() == [0, 2, 4] and short.history["land_loss"].shape == (3, 2)
+    assert short.history["step"].tolist() == [0, 1, 2, 3, 4] and len(short.history["train_loss"]) == 5
+    assert short.history["step_act2_mean"].shape[0] == 5 and short.history["act2_mean"].shape[0] == 3
+    assert short.history["eval_step"].tolist() == [4] and short.final["test_acc"] == run.history["test_acc"][0]
+    assert short.config.steps == 5 and run.config.steps == cfg.steps  # the run itself is unchanged
+
+
+def test_normalized_landscape_quantities_divide_by_the_gradients_size():
+    h = {"probe_step": np.array([0, 50]), "land_loss": np.array([[1.0, 3.0], [2.0, 2.5]]),
+         "land_graddiff": np.array([[0.5, 2.0], [1.0, 4.0]]), "land_gnorm": np.array([2.0, 4.0])}
+    run = Run(dataclasses.replace(BOOK_VGG, lr=0.1), h, {"status": "ok"}, {})
+    np.testing.assert_allclose(analysis.landscape_per_probe(run, "loss_range_rel"), [2.0 / (0.1 * 4), 0.5 / (0.1 * 16)])
+    np.testing.assert_allclose(analysis.landscape_per_probe(run, "graddiff_rel"), [2.0 / 2.0, 4.0 / 4.0])

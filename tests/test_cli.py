@@ -4,6 +4,7 @@ import dataclasses
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bnbook import __main__ as cli
@@ -145,7 +146,7 @@ def test_grid_writes_its_artifact_with_provenance_at_a_tiny_scale(cache, tmp_pat
     assert cli.main(["grid", "--steps", "10", "--seeds", "1", "--out", str(out)]) == 0
     assert "14 cells" in capsys.readouterr().out
     cells = experiments.dln_grid(10, seeds=(0,))
-    doc = experiments.load_dln_grid(out, cells)
+    doc = experiments.load_grid("dln", out, cells)
     assert doc["provenance"]["command"] == "python -m bnbook grid --steps 10 --seeds 1"
     for key in ("git_commit", "cpu", "date", "wall_time_s", "torch"):
         assert doc["provenance"][key]
@@ -154,5 +155,47 @@ def test_grid_writes_its_artifact_with_provenance_at_a_tiny_scale(cache, tmp_pat
     assert all(len(r["sv_first"]) == 10 for r in rows if r["config"]["norm"] == "batch")
     assert any(r["summary"]["diverged_at"] == r["summary"]["diverged_at"] for r in rows)  # lr 1e-4 diverges
     with pytest.raises(ValueError, match="rerun `python -m bnbook grid`"):
-        experiments.load_dln_grid(out, experiments.dln_grid(20, seeds=(0,)))
+        experiments.load_grid("dln", out, experiments.dln_grid(20, seeds=(0,)))
     assert cli.main(["grid", "--steps", "3"]) == 2  # too short to probe: a clear error
+
+
+def test_grid_lr_sweep_writes_its_artifact_at_a_tiny_scale(cache, tmp_path, monkeypatch, capsys):
+    """`python -m bnbook grid lr-sweep --steps 10 --seeds 1` (two learning rates, to keep it short): each run's
+    final numbers, sharpness and weight norms, and the command in the provenance; it loads back."""
+    from bnbook import experiments
+
+    monkeypatch.setenv("BNBOOK_WORKERS", "1")
+    monkeypatch.setattr(experiments, "VGG_SWEEP_LRS", (0.1, 0.8))
+    out = tmp_path / "sweep.json"
+    assert cli.main(["grid", "lr-sweep", "--steps", "10", "--seeds", "1", "--out", str(out)]) == 0
+    assert "4 cells, 4 runs" in capsys.readouterr().out
+    doc = experiments.load_grid("lr-sweep", out, experiments.lr_sweep(10, seeds=(0,)))
+    assert doc["provenance"]["command"] == "python -m bnbook grid lr-sweep --steps 10 --seeds 1"
+    rows = [r for rs in doc["cells"].values() for r in rs]
+    assert [r["config"]["lr"] for r in rows] == [0.1, 0.8, 0.1, 0.8]
+    for r in rows:
+        assert r["sharp_step"] == [0, 5] or r["final"]["status"] == "diverged"
+        assert len(r["wnorm2_init"]) == 8 and r["wnorm2_init"] != r["wnorm2_end"]
+
+
+def test_grid_extended_writes_histories_that_read_back_as_runs(cache, tmp_path, monkeypatch, capsys):
+    """`python -m bnbook grid extended --steps 10 --seeds 1`: each run's history without its per-step arrays,
+    read back by `analysis.grid_runs` as runs whose landscape numbers are those of the cached run."""
+    from bnbook import analysis, experiments, results
+
+    monkeypatch.setenv("BNBOOK_WORKERS", "1")
+    out = tmp_path / "extended.json"
+    assert cli.main(["grid", "extended", "--steps", "10", "--seeds", "1", "--out", str(out)]) == 0
+    assert "2 cells, 2 runs" in capsys.readouterr().out
+    cells = experiments.extended(10, seeds=(0,))
+    doc = experiments.load_grid("extended", out, cells)
+    assert doc["provenance"]["command"] == "python -m bnbook grid extended --steps 10 --seeds 1"
+    runs = analysis.grid_runs(doc)
+    for cell, cfgs in cells.items():
+        (run,), (cached,) = runs[cell], results.get_runs(cfgs)
+        assert run.config == cached.config and run.final == cached.final
+        assert not any(k.startswith("step") or k.endswith("_values") for k in run.history)
+        for k in ("probe_step", "land_loss", "land_graddiff", "land_beta", "sharp_lmax"):
+            np.testing.assert_array_equal(run.history[k], cached.history[k])
+    with pytest.raises(ValueError, match="rerun `python -m bnbook grid extended`"):
+        experiments.load_grid("extended", out, experiments.extended(20, seeds=(0,)))

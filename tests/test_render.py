@@ -119,9 +119,11 @@ window.addEventListener('load', () => setTimeout(() => {
   const right = col.getBoundingClientRect().right;
   const bad = [];
   for (const el of col.querySelectorAll('*')) {
-    if (el.closest('mjx-container, .anim-controls, script, style') || !el.getClientRects().length) continue;
+    // inside typeset math only the display equation's own box counts (MathJax's inner boxes overlap by design)
+    const display = el.matches('mjx-container[display="true"]');
+    if ((!display && el.closest('mjx-container, .anim-controls, script, style')) || !el.getClientRects().length) continue;
     const r = el.getBoundingClientRect(), st = getComputedStyle(el);
-    const scrolls = ['auto', 'scroll'].includes(st.overflowX) && el.scrollWidth > el.clientWidth + 2;
+    const scrolls = (display || ['auto', 'scroll'].includes(st.overflowX)) && el.scrollWidth > el.clientWidth + 2;
     if (r.right > right + 2 || scrolls) {
       const what = (el.innerText || el.tagName).trim().split('\\n')[0].slice(0, 80);
       bad.push(el.tagName.toLowerCase() + '.' + (el.className || '').toString().split(' ')[0] + ': ' + what);

@@ -619,12 +619,3 @@ def test_scale_invariance_is_exact_at_eps_zero_and_approximate_with_eps() -> Non
     # a < 0 flips the normalized output: BN is invariant to positive rescalings only
     y1, y_neg = T.scaled_bn_layer(W, u, probe, 1.0, 0.0)[0], T.scaled_bn_layer(W, u, probe, -2.0, 0.0)[0]
     assert torch.allclose(y_neg, -y1, atol=1e-12)
-
-
-def test_weight_norm_growth_is_each_layers_norm_ratio() -> None:
-    a = mlp(in_features=6, hidden=5, depth=3, norm="batch", seed=0)
-    b = copy.deepcopy(a)
-    with torch.no_grad():
-        for k, blk in enumerate(b.blocks, 1):
-            blk.layer.weight.mul_(k)
-    assert T.weight_norm_growth(a, b) == pytest.approx([1.0, 2.0, 3.0], rel=1e-6)
