@@ -133,7 +133,7 @@ def dln_grid(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[s
 # Chapter 4.9's learning-rate sweep: the book's VGG, standard and BN, at six learning rates, each on SEEDS. It
 # tests Ioffe & Szegedy's headline (BN tolerates much larger learning rates) over a range, not at two points, and
 # where each network's sharpness settles (the edge of stability is lr·λ_max = 2). Its runs at lr 0.1 are the
-# chapter's own; the others (30 runs, about 13 core-minutes) are too long for CI: `python -m bnbook grid lr-sweep`
+# chapter's own; the others (30 runs, about 15 core-minutes) are too long for CI: `python -m bnbook grid lr-sweep`
 # trains them and writes the artifact, which the chapter reads and checks against its own lr-0.1 runs.
 VGG_SWEEP_LRS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 
@@ -150,10 +150,10 @@ def lr_sweep(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[s
             for n in ("none", "batch") for lr in VGG_SWEEP_LRS}
 
 
-# The extended scale (issue: does a verdict change with scale?): VGG-11 at twice the book's width, trained 7.5× as
-# long, standard and BN at lr 0.1 on SEEDS, with the book's probes every 50 steps (60 probes a run, against the
-# book's 8) and the sharpness every 250. About 1.5 core-hours: `python -m bnbook grid extended` (resumable: each run
-# checkpoints every `results.CHECKPOINT_EVERY` steps) writes the artifact that chapter 4 reads.
+# The extended scale: does a verdict change with scale? VGG-11 at twice the book's width, trained 7.5× as long,
+# standard and BN at lr 0.1 on SEEDS, with the book's probes every 50 steps (60 probes a run, against the book's 8)
+# and the sharpness every 250. About 50 core-minutes (26 min on 2 cores): `python -m bnbook grid extended`
+# (resumable: each run checkpoints every `results.CHECKPOINT_EVERY` steps) writes the artifact chapter 4.10 reads.
 EXTENDED_VGG = replace(BOOK_VGG, width=0.25, steps=3000, eval_every=250, probe_every=50, sharpness_every=250)
 
 
@@ -180,8 +180,8 @@ class Grid:
 
 GRIDS = {
     "dln": Grid(DLN_GRID_FILE, dln_grid, "dln_grid_row", 30, "chapter 4.4"),
-    "lr-sweep": Grid("vgg_lr_sweep.json", lr_sweep, "lr_sweep_row", 13, "chapter 4.9"),
-    "extended": Grid("vgg_extended.json", extended, "history_row", 90, "chapter 4.9"),
+    "lr-sweep": Grid("vgg_lr_sweep.json", lr_sweep, "lr_sweep_row", 18, "chapter 4.9"),
+    "extended": Grid("vgg_extended.json", extended, "history_row", 50, "chapter 4.10"),
 }
 
 
