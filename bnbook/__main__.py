@@ -244,11 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                    "(repeatable)")
     p.set_defaults(func=_cmd_cache)
 
+    from .experiments import GRIDS  # the sets of runs too long for CI, with what they cost
+
     p = sub.add_parser("grid", help="train a set of runs too long for CI and write its summary artifact, which the "
-                       "book reads (cached runs are reused): chapter 4.4's grid of deep-linear-network variants (dln, "
-                       "about 30 core-minutes), chapter 4.9's VGG learning-rate sweep (lr-sweep, about 18) or chapter 4.10's "
-                       "extended-scale VGG (extended, about 50; resumable)")
-    p.add_argument("name", nargs="?", default="dln", choices=("dln", "lr-sweep", "extended"), help="which (default dln)")
+                       "book reads (cached runs are reused): " + "; ".join(
+                           f"{name} ({g.section}, about {g.core_minutes} core-minutes)" for name, g in GRIDS.items()))
+    p.add_argument("name", nargs="?", default="dln", choices=tuple(GRIDS), help="which (default dln)")
     p.add_argument("--steps", type=int, help="override the runs' length (to try the command at a tiny scale)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3, as the chapter's)")
     p.add_argument("--out", help="where to write it (default data/artifacts/, the grid's file)")

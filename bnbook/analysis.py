@@ -184,9 +184,11 @@ def _finite_or_inf(v: np.ndarray) -> np.ndarray:
 
 
 LANDSCAPE_QUANTITIES = ("loss_range", "graddiff", "beta")
-# The raw quantities scale with the gradient: at step 0 the BN VGG's ‖g‖ is about 67× the standard network's, so
-# at equal η its probe moves 67× farther. Normalized: the gradient change relative to ‖g‖, and the loss range
-# relative to lr·‖g‖², the decrease a step of size lr would give on a linear landscape.
+# The loss range and the gradient change scale with the gradient: at equal η, the network with the larger ‖g‖
+# probes a longer segment (BN's ‖g‖ is about 67× the standard VGG's at step 0, 1.5-2.2× over the probes from step 100 on).
+# Normalized: the gradient change relative to ‖g‖, and the loss range relative to lr·‖g‖², the decrease a step of
+# size lr would give on a linear landscape. (The effective β already divides by the step's length η‖g‖; the
+# gradient change over ‖g‖ is η times the change per unit of length, at the η where the change is largest.)
 NORMALIZED_QUANTITIES = ("loss_range_rel", "graddiff_rel")
 # how the book names them in prose, tables and claims
 LANDSCAPE_NAMES = {"loss_range": "loss range", "graddiff": "gradient change", "beta": "effective β",
@@ -416,7 +418,7 @@ def dln_grid_row(run: Run) -> dict:
             "sv_last": sv[-1].tolist() if sv is not None and len(sv) else []}
 
 
-# --- the VGG's learning-rate sweep (chapter 4.8) ---
+# --- the VGG's learning-rate sweep (chapter 4.9) ---
 
 def layer_weight_norms(state: dict[str, Tensor]) -> list[float]:
     """‖w‖² of each block's layer weight (conv or linear), in block order. With BN after the layer, the loss does
@@ -428,7 +430,7 @@ def layer_weight_norms(state: dict[str, Tensor]) -> list[float]:
 
 
 def lr_sweep_row(run: Run) -> dict:
-    """One run of chapter 4.8's learning-rate sweep as its artifact stores it: the final numbers (`status`,
+    """One run of chapter 4.9's learning-rate sweep as its artifact stores it: the final numbers (`status`,
     `diverged_at`, test and train accuracy and loss), the test accuracy at each evaluation, lr·λ_max and lr·gᵀHg/‖g‖²
     at each sharpness probe, lr·β at each landscape probe, and each block's ‖w‖² at initialization and at the end
     (`layer_weight_norms`; NaN after a divergence)."""
@@ -458,7 +460,7 @@ def effective_lr(row: dict, when: str = "end") -> np.ndarray:
     return row["config"]["lr"] / np.asarray(row[f"wnorm2_{when}"], dtype=np.float64)
 
 
-# --- the extended scale (chapter 4.9): whole histories, so that the claims read them as they read the book's runs ---
+# --- the extended scale (chapter 4.10): whole histories, so that the claims read them as they read the book's runs ---
 
 # per-step and per-sample arrays that the landscape claims do not read and that would make the artifact large
 _HEAVY_PREFIXES = ("step", "train_", "act")  # per step (step_act*, step, train_*) and per channel (act*_mean, _var)
@@ -485,8 +487,9 @@ def grid_runs(doc: dict) -> dict[str, list[Run]]:
 
 def first_steps(run: Run, steps: int) -> Run:
     """`run` as if it had stopped after `steps` steps: its probes, evaluations and per-step records before that
-    step, its final test numbers those of its last evaluation before it. To compare a long run with a short one
-    over the same stretch of training."""
+    step; its final test numbers those of its last evaluation before it, its training numbers those of its last
+    step (NaN where the run kept no per-step records), diverged only if it diverged before. To compare a long run
+    with a short one over the same stretch of training."""
     h = run.history
 
     def index(key: str) -> str:  # which step each row of a history array belongs to
@@ -498,6 +501,11 @@ def first_steps(run: Run, steps: int) -> Run:
 
     cut = {k: np.asarray(v)[np.asarray(h[index(k)]) < steps] for k, v in h.items()}
     final = dict(run.final)
+    diverged = run.diverged and run.final["diverged_at"] < steps
+    final.update(status="diverged" if diverged else "ok", diverged_at=run.final["diverged_at"] if diverged else -1,
+                 steps_done=min(run.final.get("steps_done", steps), steps))
+    for k in ("train_loss", "train_acc"):  # the last step's, where the run kept per-step records
+        final[k] = float(cut[k][-1]) if len(cut.get(k, ())) else float("nan")
     if len(cut.get("eval_step", ())):
         final.update(test_acc=float(cut["test_acc"][-1]), test_loss=float(cut["test_loss"][-1]))
     return Run(dataclasses.replace(run.config, steps=min(steps, run.config.steps)), cut, final, run.state,

@@ -979,7 +979,7 @@ def vgg_landscape(vgg: dict[tuple[str, float], Sequence], quantity: str, since: 
 
 def vgg_landscape_normalized(vgg: dict[tuple[str, float], Sequence], since: int = LATE) -> Claim:
     """Fig. 4 (a) and (b) normalized for the gradient's size (`analysis.NORMALIZED_QUANTITIES`): the loss range
-    over lr·‖g‖² and the gradient change over ‖g‖. BN's gradient is far larger (67× at step 0 on seed 0), so at
+    over lr·‖g‖² and the gradient change over ‖g‖. BN's gradient is larger (67× at step 0 on seed 0, 1.5-2.2× over the probes from step 100 on), so at
     equal η its probe moves farther, and the raw quantities compare unequal steps. Per seed at lr 0.1, over the
     probes from step `since` on: the standard network's median of each is above BN's. Reversed: below for both."""
     from .analysis import NORMALIZED_QUANTITIES, landscape_table
@@ -1185,6 +1185,17 @@ def bn_lowers_sharpness(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[
                   "Santurkar et al.: smoother (effective β, Fig. 4c, 5); Ghorbani et al. (2019): BN removes the Hessian's "
                   "outlier eigenvalues", book, scale, holds,
                   "BN's median λ_max < the standard network's", seeds, values, reverse)
+
+# --- chapter 4.10: the same claims at the extended scale (the artifact `experiments.load_grid("extended")`) ---
+
+S4_EXT = "4.10 At a larger scale"
+
+
+def at_scale(claim: Claim, section: str, name: str) -> Claim:
+    """A claim decided by the same definition on another ensemble (a larger scale), as its own record: its text
+    marked "(`name`)" and linked to `section`, so that the claims page lists it beside the book-scale one."""
+    return replace(claim, claim=f"{claim.claim} ({name})", section=section, stated="", basis={})
+
 
 # --- chapter 4.9: the learning-rate sweep (the artifact `experiments.load_grid("lr-sweep")`, by `analysis.sweep_cells`) ---
 

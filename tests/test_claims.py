@@ -239,3 +239,66 @@ def test_ray_closer_rebuilds_the_initialization_from_the_seed():
             for r in runs]  # W* = -1.5 W0: the lemma's condition fails in every layer
     c = claims.ray_closer(runs)
     assert c.verdict == "not reproduced" and np.isnan(c.values["share saved, lowest layer"]).all()
+
+
+# --- chapter 4.9's sweep claims, on rows built by hand (the artifact's format, `analysis.lr_sweep_row`) ---
+
+def _sweep(acc, edge, seeds=3):
+    """(norm, lr) → rows: test accuracy `acc(norm, lr, seed)`, lr·λ_max `edge(norm, lr, seed)` at every probe."""
+    from bnbook.experiments import BOOK_VGG
+    import dataclasses
+    import json
+
+    out = {}
+    for norm in ("none", "batch"):
+        for lr in (0.025, 0.05, 0.1, 0.2, 0.4, 0.8):
+            cfg = json.loads(dataclasses.replace(BOOK_VGG, norm=norm, lr=lr).to_json())
+            out[norm, lr] = [{"config": cfg | {"seed": s}, "final": {"status": "ok", "test_acc": acc(norm, lr, s)},
+                              "sharp_step": [0, 100, 200, 300], "lr_lmax": [50.0] + [edge(norm, lr, s)] * 3}
+                             for s in range(seeds)]
+    return out
+
+
+def test_sweep_claims_follow_their_rules():
+    # BN trains everywhere, the standard network up to 0.1: the largest rate 8x; BN at the edge, lambda_max = 2.4/lr
+    sweep = _sweep(lambda n, lr, s: 0.5 if n == "batch" or lr <= 0.1 else 0.1, lambda n, lr, s: 2.4 + 0.1 * s)
+    c = claims.bn_tolerates_larger_lr(sweep)
+    assert c.verdict == "reproduced" and c.values["largest lr that trains, standard"] == [0.1] * 3
+    assert claims.sweep_bn_at_edge(sweep).verdict == "reproduced"
+    k = claims.sweep_sharpness_inverse_lr(sweep)
+    assert k.verdict == "reproduced" and np.allclose(k.values["exponent k, BN"], -1.0)
+    # the standard network at the same lr·λ_max: BN's lambda_max neither lower nor higher (undecided)
+    assert claims.sweep_bn_lowers_sharpness(sweep).verdict == "not robust"
+    sharper_std = _sweep(lambda n, lr, s: 0.5, lambda n, lr, s: (2.0 if n == "batch" else 4.0) + 0.1 * s)
+    assert claims.sweep_bn_lowers_sharpness(sharper_std).verdict == "reproduced"
+    sharper_bn = _sweep(lambda n, lr, s: 0.5, lambda n, lr, s: (4.0 if n == "batch" else 2.0) + 0.1 * s)
+    assert claims.sweep_bn_lowers_sharpness(sharper_bn).verdict == "reversed"
+    # a sharpness that does not depend on the learning rate (k = 0) fails the scaling law and the band
+    flat = _sweep(lambda n, lr, s: 0.5, lambda n, lr, s: 12.0 * lr)
+    assert claims.sweep_sharpness_inverse_lr(flat).verdict == "not reproduced"
+    assert claims.sweep_bn_at_edge(flat).verdict == "partly"  # in the band only at 0.1 and 0.2, where 12·lr is in 1-4
+    # the standard network trains as far as BN: not 4x
+    same = _sweep(lambda n, lr, s: 0.5, lambda n, lr, s: 2.0)
+    assert claims.bn_tolerates_larger_lr(same).verdict == "not reproduced"
+
+
+def test_vgg_landscape_normalized_divides_out_the_gradient():
+    from bnbook.experiments import BOOK_VGG
+    from bnbook.train import Run
+    import dataclasses
+
+    def run(norm, seed, gnorm, loss_range, graddiff):
+        steps = np.arange(0, 400, 50)
+        h = {"probe_step": steps, "land_gnorm": np.full(8, gnorm),
+             "land_loss": np.stack([np.full(8, 1.0), np.full(8, 1.0 + loss_range)], 1),
+             "land_graddiff": np.stack([np.zeros(8), np.full(8, graddiff)], 1)}
+        return Run(dataclasses.replace(BOOK_VGG, norm=norm, seed=seed), h, {"status": "ok"}, {})
+
+    # the same raw numbers, but BN's gradient 4x larger: normalized, the standard network is the rougher one
+    vgg = {("none", 0.1): [run("none", s, 1.0, 1.0 + 0.01 * s, 1.0) for s in range(3)],
+           ("batch", 0.1): [run("batch", s, 4.0, 1.0, 1.0) for s in range(3)]}
+    c = claims.vgg_landscape_normalized(vgg)
+    assert c.verdict == "reproduced"
+    assert np.allclose(c.values["median gradient change / ‖g‖, standard / BN"], 4.0)
+    vgg["batch", 0.1] = [run("batch", s, 0.25, 1.0, 1.0) for s in range(3)]  # now BN's is the smaller gradient
+    assert claims.vgg_landscape_normalized(vgg).verdict == "reversed"
