@@ -334,8 +334,7 @@ def weight_growth(run: Run) -> np.ndarray:
     from .train import build_model  # the deterministic initialization of this run
 
     init = build_model(run.config).state_dict()
-    keys = [k for k in init if k.startswith("blocks.") and k.endswith(".layer.weight")]
-    return np.array([(run.state[k].double().norm() / init[k].double().norm()).item() for k in keys])
+    return np.array([(run.state[k].double().norm() / init[k].double().norm()).item() for k in _layer_weight_keys(init)])
 
 
 def step_shift(run: Run, layer: int) -> dict[str, np.ndarray]:
@@ -424,9 +423,13 @@ def layer_weight_norms(state: dict[str, Tensor]) -> list[float]:
     """‖w‖² of each block's layer weight (conv or linear), in block order. With BN after the layer, the loss does
     not depend on the weight's scale, and a gradient step of size η moves its direction as a step of η/‖w‖² would
     at unit norm: BN's effective learning rate (chapter 2, scale invariance; Arora, Li & Lyu 2019)."""
-    keys = sorted((k for k in state if k.startswith("blocks.") and k.endswith(".layer.weight")),
+    return [float(state[k].double().pow(2).sum()) for k in _layer_weight_keys(state)]
+
+
+def _layer_weight_keys(state: dict[str, Tensor]) -> list[str]:
+    """The state-dict keys of each block's layer weight, in block order."""
+    return sorted((k for k in state if k.startswith("blocks.") and k.endswith(".layer.weight")),
                   key=lambda k: int(k.split(".")[1]))
-    return [float(state[k].double().pow(2).sum()) for k in keys]
 
 
 def lr_sweep_row(run: Run) -> dict:
@@ -450,8 +453,10 @@ def lr_sweep_row(run: Run) -> dict:
 
 
 def sweep_cells(doc: dict) -> dict[tuple[str, float], list[dict]]:
-    """The learning-rate sweep's artifact (`experiments.load_grid("lr-sweep")`) as (norm, lr) → its runs' rows."""
-    return {(rows[0]["config"]["norm"], rows[0]["config"]["lr"]): rows for rows in doc["cells"].values()}
+    """The learning-rate sweep's artifact (`experiments.load_grid("lr-sweep")`) as (norm, lr) → its runs' rows,
+    in seed order (the claims pair the cells' rows by position)."""
+    return {(rows[0]["config"]["norm"], rows[0]["config"]["lr"]): sorted(rows, key=lambda r: r["config"]["seed"])
+            for rows in doc["cells"].values()}
 
 
 def effective_lr(row: dict, when: str = "end") -> np.ndarray:

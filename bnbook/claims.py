@@ -23,7 +23,6 @@ from html import escape
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -424,9 +423,9 @@ def seed_label(runs: Sequence) -> str:
     return f"{len(s)} seeds ({s[0]}-{s[-1]})" if s == list(range(s[0], s[0] + len(s))) else f"seeds {s}"
 
 
-def scale_of(run) -> str:
-    """A run's scale without its norm, learning rate and seed (which the claims vary)."""
-    c = run.config
+def scale_of(run_or_config) -> str:
+    """A run's (or a configuration's) scale without its norm, learning rate and seed (which the claims vary)."""
+    c = getattr(run_or_config, "config", run_or_config)
     return c.label().replace(f"norm={c.norm}, lr={c.lr:g}, ", "").rsplit(", seed", 1)[0]
 
 
@@ -1216,13 +1215,14 @@ def sweep_sharpness(row: dict, since: int = EOS_SINCE["vgg"]) -> float:
 
 
 def _sweep_scope(sweep: dict[tuple[str, float], list[dict]]) -> tuple[str, str, list[float]]:
-    """(scale, seeds, learning rates) of a §4.9 claim; the scale is the sweep's lr-0.1 runs' without norm and lr."""
+    """(scale, seeds, learning rates) of a §4.9 claim; the scale is the sweep's lr-0.1 runs' without norm and lr.
+    Every cell's rows are in seed order (`analysis.sweep_cells`), so that row i is seed i's run everywhere."""
     from .train import config_from_dict
 
     lrs = sorted({lr for _, lr in sweep})
     rows = sweep["none", 0.1]
     seeds = sorted(r["config"]["seed"] for r in rows)
-    scale = scale_of(SimpleNamespace(config=config_from_dict(rows[0]["config"])))
+    scale = scale_of(config_from_dict(rows[0]["config"]))
     return (f"{scale}; learning rates {', '.join(map(lr_text, lrs))}",
             f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}) per configuration", lrs)
 
@@ -1238,7 +1238,7 @@ def bn_tolerates_larger_lr(sweep: dict[tuple[str, float], list[dict]]) -> Claim:
     the condition is BN's over the standard network's > 2, i.e. at least 4× (two steps of the sweep). Where
     BN trains at the sweep's largest rate, its ratio is a lower bound."""
     scale, seeds, lrs = _sweep_scope(sweep)
-    by = {n: {lr: sorted(sweep[n, lr], key=lambda r: r["config"]["seed"]) for lr in lrs} for n in ("none", "batch")}
+    by = {n: {lr: sweep[n, lr] for lr in lrs} for n in ("none", "batch")}
     std, bn = _largest_trained(by["none"], lrs), _largest_trained(by["batch"], lrs)
     ratio = [b / s if s else np.inf for s, b in zip(std, bn)]
     values = {"largest lr that trains, standard": std, "largest lr that trains, BN": bn,
@@ -1266,7 +1266,7 @@ def sweep_bn_at_edge(sweep: dict[tuple[str, float], list[dict]]) -> Claim:
     holds, values = {}, {}
     for n in ("batch", "none"):
         for lr in lrs:
-            med = [sweep_sharpness(r) for r in sorted(sweep[n, lr], key=lambda r: r["config"]["seed"])]
+            med = [sweep_sharpness(r) for r in sweep[n, lr]]
             values[f"median lr·λ_max, {_NORM_NAME[n]}, lr {lr_text(lr)}"] = med
             if n == "batch":
                 holds[f"BN lr {lr_text(lr)}: in {EDGE_BAND[0]:g}-{EDGE_BAND[1]:g}"] = all_of(
@@ -1296,7 +1296,7 @@ def sweep_sharpness_inverse_lr(sweep: dict[tuple[str, float], list[dict]]) -> Cl
     λ_max ∝ lr^k (`sweep_exponent`, over all six rates); the condition: |k + 1| < `SWEEP_EXPONENT_TOLERANCE`.
     A sharpness the architecture set, whatever the learning rate, would give k = 0."""
     scale, seeds, lrs = _sweep_scope(sweep)
-    ks = [sweep_exponent({lr: sorted(sweep["batch", lr], key=lambda r: r["config"]["seed"])[i] for lr in lrs})
+    ks = [sweep_exponent({lr: sweep["batch", lr][i] for lr in lrs})
           for i in range(len(sweep["batch", lrs[0]]))]
     tol = SWEEP_EXPONENT_TOLERANCE
     return _claim(4, S4_SWEEP, "With BN, the sharpness scales as 1/lr over the sweep: λ_max ∝ lr^k with k ≈ −1.",
@@ -1316,7 +1316,7 @@ def sweep_bn_lowers_sharpness(sweep: dict[tuple[str, float], list[dict]]) -> Cla
     scale, seeds, lrs = _sweep_scope(sweep)
     holds, reverse, values = {}, {}, {}
     for lr in lrs:
-        std, bn = (sorted(sweep[n, lr], key=lambda r: r["config"]["seed"]) for n in ("none", "batch"))
+        std, bn = sweep["none", lr], sweep["batch", lr]
         if not all(sweep_accuracy(r) > TRAINS for r in std + bn):
             continue
         ratio = [sweep_sharpness(b) / sweep_sharpness(s) for s, b in zip(std, bn)]

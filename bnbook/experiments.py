@@ -143,11 +143,15 @@ def lr_sweep(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[s
 
     `steps` overrides the runs' length (to try the command at a tiny scale); probes and evaluation then run twice,
     on 500 test images."""
-    base = BOOK_VGG if steps is None else replace(
-        BOOK_VGG, steps=steps, test_size=500, eval_every=max(1, steps // 2), probe_every=max(1, steps // 2),
-        sharpness_every=max(1, steps // 2))
+    base = BOOK_VGG if steps is None else _tiny_vgg(BOOK_VGG, steps)
     return {f"{n} lr {lr:g}": [replace(base, norm=n, lr=lr, seed=s) for s in seeds]
             for n in ("none", "batch") for lr in VGG_SWEEP_LRS}
+
+
+def _tiny_vgg(cfg: Config, steps: int) -> Config:
+    """`cfg` cut to `steps` steps to try a grid's command: evaluated and probed twice, on 500 test images."""
+    every = max(1, steps // 2)
+    return replace(cfg, steps=steps, test_size=500, eval_every=every, probe_every=every, sharpness_every=every)
 
 
 # The extended scale: does a verdict change with scale? VGG-11 at twice the book's width, trained 7.5× as long,
@@ -161,9 +165,7 @@ def extended(steps: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict[s
     """The extended scale's cells: "none lr 0.1", "batch lr 0.1" → configurations (× seeds). `steps` overrides
     the runs' length (to try the command at a tiny scale: then at the book's width, probed twice, on 500 test
     images)."""
-    base = EXTENDED_VGG if steps is None else replace(
-        EXTENDED_VGG, width=BOOK_VGG.width, steps=steps, test_size=500, eval_every=max(1, steps // 2),
-        probe_every=max(1, steps // 2), sharpness_every=max(1, steps // 2))
+    base = EXTENDED_VGG if steps is None else _tiny_vgg(replace(EXTENDED_VGG, width=BOOK_VGG.width), steps)
     return {f"{n} lr {base.lr:g}": [replace(base, norm=n, seed=s) for s in seeds] for n in ("none", "batch")}
 
 

@@ -561,7 +561,7 @@ def lr_sweep(sweep: dict, axes: Sequence[Axes], paper: dict[tuple[str, float], f
     for (norm, lr), acc in (paper or {}).items():
         axes[0].plot([lr], [acc], color=COLORS[norm], marker="*", ms=9, ls="none", mec="k", mew=0.5)
     axes[0].set_ylabel("final test accuracy (%)")
-    axes[1].axhline(2.0, color="k", ls="--", lw=0.8, alpha=0.7, label="2: edge of stability", zorder=1)
+    edge_of_stability([], axes[1], scale="lr")
     axes[1].set_yscale("log")
     axes[1].set_ylabel("median lr·λ_max")
     axes[2].axhline(1, color="0.5", ls=":", lw=0.8)
