@@ -490,21 +490,23 @@ def grid_runs(doc: dict) -> dict[str, list[Run]]:
             for cell, rows in doc["cells"].items()}
 
 
+def index_of(key: str) -> str:
+    """Which steps the rows of history array `key` belong to: "step" (every training step), "eval_step" (the
+    evaluations) or "probe_step" (the probes)."""
+    if key in ("eval_step", "test_acc", "test_loss"):
+        return "eval_step"
+    if key == "step" or key.startswith(("train_", "step_")):
+        return "step"
+    return "probe_step"
+
+
 def first_steps(run: Run, steps: int) -> Run:
     """`run` as if it had stopped after `steps` steps: its probes, evaluations and per-step records before that
     step; its final test numbers those of its last evaluation before it, its training numbers those of its last
     step (NaN where the run kept no per-step records), diverged only if it diverged before. To compare a long run
     with a short one over the same stretch of training."""
     h = run.history
-
-    def index(key: str) -> str:  # which step each row of a history array belongs to
-        if key in ("eval_step", "test_acc", "test_loss"):
-            return "eval_step"
-        if key == "step" or key.startswith(("train_", "step_")):
-            return "step"
-        return "probe_step"
-
-    cut = {k: np.asarray(v)[np.asarray(h[index(k)]) < steps] for k, v in h.items()}
+    cut = {k: np.asarray(v)[np.asarray(h[index_of(k)]) < steps] for k, v in h.items()}
     final = dict(run.final)
     diverged = run.diverged and run.final["diverged_at"] < steps
     final.update(status="diverged" if diverged else "ok", diverged_at=run.final["diverged_at"] if diverged else -1,
@@ -515,3 +517,28 @@ def first_steps(run: Run, steps: int) -> Run:
         final.update(test_acc=float(cut["test_acc"][-1]), test_loss=float(cut["test_loss"][-1]))
     return Run(dataclasses.replace(run.config, steps=min(steps, run.config.steps)), cut, final, run.state,
                run.provenance)
+
+
+def thinned(run: Run, probe_every: int, landscape: tuple[float, ...]) -> Run:
+    """`run` as if it had been probed every `probe_every` steps at the step sizes `landscape` only: a subset of its
+    own probes (every probe of the result is one of `run`'s, so `probe_every` must be a multiple of the run's and
+    `landscape` a subset of its step sizes). Probes change no trajectory, so this is what training the same
+    configuration with the sparser probes records, up to the rounding of the effective β along a random
+    direction (recomputed here over the kept step sizes, with ‖d‖ = ‖g‖). To compare probe densities."""
+    cfg, h = run.config, run.history
+    if probe_every % cfg.probe_every or not set(landscape) <= set(cfg.landscape):
+        raise ValueError(f"probes every {probe_every} steps at {landscape} x lr are not a subset of this run's "
+                         f"(every {cfg.probe_every} steps at {cfg.landscape} x lr)")
+    rows = np.asarray(h["probe_step"]) % probe_every == 0
+    cols = np.array([cfg.landscape.index(m) for m in landscape])
+    etas = cfg.lr * np.asarray(landscape, dtype=np.float64)
+    out = {k: np.asarray(v)[rows] if index_of(k) == "probe_step" else v for k, v in h.items()}
+    for prefix in ("land", "rand"):
+        if f"{prefix}_loss" not in h:
+            continue
+        out[f"{prefix}_loss"] = out[f"{prefix}_loss"][:, cols]
+        out[f"{prefix}_graddiff"] = diffs = out[f"{prefix}_graddiff"][:, cols]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"{prefix}_beta"] = np.max(diffs / (etas * out[f"{prefix}_gnorm"][:, None]), axis=1)
+    return Run(dataclasses.replace(cfg, probe_every=probe_every, landscape=tuple(landscape)), out, run.final,
+               run.state, run.provenance)

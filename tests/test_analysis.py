@@ -198,7 +198,8 @@ def test_wins_uses_the_shared_probes_of_a_diverged_run_and_refuses_mismatched_st
 def test_random_direction_prefix_and_step_sizes():
     run = landscape_run([[1.0, 3.0]], [[2.0, 6.0]], [9.0], prefix="rand")
     assert analysis.landscape_median(run, "loss_range", prefix="rand") == 2.0
-    np.testing.assert_allclose(analysis.step_sizes(run), [0.05, 0.1, 0.2, 0.4])
+    np.testing.assert_allclose(analysis.step_sizes(run), 0.1 * np.asarray(BOOK_VGG.landscape))
+    np.testing.assert_allclose(analysis.step_sizes(run)[::2], [0.05, 0.1, 0.2, 0.4])  # √2 apart, ½× to 4× lr
 
 
 def test_step_shift_by_hand():
@@ -282,6 +283,21 @@ def test_first_steps_cuts_every_history_at_the_step_and_keeps_the_last_evaluatio
     assert short.history["step_act2_mean"].shape[0] == 5 and short.history["act2_mean"].shape[0] == 3
     assert short.history["eval_step"].tolist() == [4] and short.final["test_acc"] == run.history["test_acc"][0]
     assert short.config.steps == 5 and run.config.steps == cfg.steps  # the run itself is unchanged
+
+
+def test_thinned_probes_are_what_the_sparser_probes_record(fake_cifar):
+    dense = dataclasses.replace(TINY_VGG, norm="batch", steps=8, probe_every=2, landscape=(0.5, 1.0, 2.0),
+                                random_direction=True, act_layers=(2,), ics_layers=(3,))
+    sparse = dataclasses.replace(dense, probe_every=4, landscape=(0.5, 2.0))
+    got, want = analysis.thinned(train(dense), 4, (0.5, 2.0)), train(sparse)
+    assert got.config == want.config and set(got.history) == set(want.history)
+    for k, v in want.history.items():
+        if k == "rand_beta":  # recomputed with |d| = |g|: the random direction's length differs by rounding
+            np.testing.assert_allclose(got.history[k], v, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(got.history[k], v, err_msg=k)
+    with pytest.raises(ValueError, match="not a subset"):
+        analysis.thinned(got, 2, (0.5,))
 
 
 def test_normalized_landscape_quantities_divide_by_the_gradients_size():
