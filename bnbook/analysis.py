@@ -465,6 +465,12 @@ def effective_lr(row: dict, when: str = "end") -> np.ndarray:
     return row["config"]["lr"] / np.asarray(row[f"wnorm2_{when}"], dtype=np.float64)
 
 
+def effective_lr_history(run: Run) -> np.ndarray:
+    """η/‖W_i‖² at every probe (rows: `history["probe_step"]`; columns: layers #1, #2, …), from the weights' norms
+    that the probes record (`probes.weight_norms`): the course of BN's effective learning rate over training."""
+    return run.config.lr / np.asarray(run.history["wnorm2"], dtype=np.float64)
+
+
 # --- the extended scale (chapter 4.10): whole histories, so that the claims read them as they read the book's runs ---
 
 # per-step and per-sample arrays that the landscape claims do not read and that would make the artifact large

@@ -470,6 +470,16 @@ def accuracy(run, key: str = "test_acc") -> float:
     return CHANCE if run.diverged else float(run.final[key])
 
 
+FASTER_BY = 0.05  # "trains faster": final training and test accuracy each more than 5 points higher
+
+
+def _faster(pairs: Sequence[tuple]) -> Condition:
+    """Per seed's (slower, faster) pair: the faster run's final training and test accuracy each exceed the slower
+    one's by more than `FASTER_BY` (a diverged run's accuracy counts as chance)."""
+    return all_of(*(above([accuracy(b, k) - accuracy(s, k) for s, b in pairs], FASTER_BY)
+                    for k in ("train_acc", "test_acc")))
+
+
 def bn_trains_faster(vgg: dict[tuple[str, float], Sequence]) -> Claim:
     """Santurkar et al. Fig. 1: with BN the VGG trains faster, at lr 0.1 and at lr 0.5.
 
@@ -480,8 +490,7 @@ def bn_trains_faster(vgg: dict[tuple[str, float], Sequence]) -> Claim:
     holds, values = {}, {}
     for lr in (0.1, 0.5):
         pairs = paired(vgg["none", lr], vgg["batch", lr])
-        holds[f"lr {lr:g}"] = all_of(*(above([accuracy(b, k) - accuracy(s, k) for s, b in pairs], 0.05)
-                                       for k in ("train_acc", "test_acc")))
+        holds[f"lr {lr:g}"] = _faster(pairs)
         values[f"test acc, standard, lr {lr:g}"] = [accuracy(s) for s, _ in pairs]
         values[f"test acc, BN, lr {lr:g}"] = [accuracy(b) for _, b in pairs]
     gap = np.subtract(values["test acc, BN, lr 0.1"], values["test acc, standard, lr 0.1"])
@@ -1190,10 +1199,83 @@ def bn_lowers_sharpness(vgg: dict[tuple[str, float], Sequence], dln: dict[tuple[
 S4_EXT = "4.10 At a larger scale"
 
 
-def at_scale(claim: Claim, section: str, name: str) -> Claim:
-    """A claim decided by the same definition on another ensemble (a larger scale), as its own record: its text
-    marked "(`name`)" and linked to `section`, so that the claims page lists it beside the book-scale one."""
+def variant(claim: Claim, section: str, name: str) -> Claim:
+    """A claim decided by the same definition on another ensemble (a larger scale, a control), as its own record:
+    its text marked "(`name`)" and linked to `section`, so that the claims page lists it beside the book's own."""
     return replace(claim, claim=f"{claim.claim} ({name})", section=section, stated="", basis={})
+
+
+# --- chapter 4.11: BN's effective learning rate over training; 4.12: the He-initialized control ---
+
+S4_EFF = "4.11 BN's effective learning rate over training"
+S4_HE = "4.12 A control: He initialization"
+
+
+def bn_auto_rate_tuning(vgg: dict[tuple[str, float], Sequence]) -> Claim:
+    """Arora, Li & Lyu (2019): the weights before a BN are scale-invariant, and SGD tunes their effective learning
+    rate η/‖W‖² itself, a larger η growing ‖W‖ faster. The BN VGG at lr 0.5 and 0.1 starts from the same weights
+    (paired by seed), so each layer's effective rates are 5× apart at step 0. Per seed, at the last probe
+    (`analysis.effective_lr_history`): the largest over the layers of the effective rate at 0.5 over that at 0.1;
+    the condition is that it is below 5/1.5 (the learning rates' ratio closed by more than 1.5×). Reversed: the
+    smallest over the layers above 5 (the gap widened in every layer)."""
+    from .analysis import effective_lr_history
+
+    pairs = paired(vgg["batch", 0.1], vgg["batch", 0.5])
+    lr_ratio = pairs[0][1].config.lr / pairs[0][0].config.lr
+    end = [effective_lr_history(hi)[-1] / effective_lr_history(lo)[-1] for lo, hi in pairs]
+    values = {"largest over layers, lr 0.5 / lr 0.1": [float(r.max()) for r in end],
+              "smallest over layers, lr 0.5 / lr 0.1": [float(r.min()) for r in end],
+              "layer 1, lr 0.5 / lr 0.1": [float(r[0]) for r in end]}
+    step = int(pairs[0][0].history["probe_step"][-1])
+    book = (f"η/‖W_i‖² at lr 0.5 over lr 0.1 at step {step} (5 at step 0): largest over the layers "
+            f"{spread(values['largest over layers, lr 0.5 / lr 0.1'], '.2f')}, smallest "
+            f"{spread(values['smallest over layers, lr 0.5 / lr 0.1'], '.2f')}")
+    return _claim(4, S4_EFF, "With BN, a 5× larger learning rate gives a much less than 5× larger effective learning "
+                  "rate η/‖W‖²: the scale-invariant weights tune their own step.",
+                  "not measured by Santurkar et al.; Arora, Li & Lyu (2019): auto rate-tuning of scale-invariant weights",
+                  book, f"{scale_of(pairs[0][0])}; lr 0.5 beside it", 
+                  {"every layer: ratio < 5/1.5": below(values["largest over layers, lr 0.5 / lr 0.1"], lr_ratio / 1.5, log=True)},
+                  f"per seed, at the last probe, each layer's η/‖W_i‖² at lr 0.5 over that at lr 0.1; the largest "
+                  f"over the layers < {lr_ratio:g}/1.5 (reversed: the smallest > {lr_ratio:g})", [lo for lo, _ in pairs],
+                  values, {"every layer: ratio > 5": above(values["smallest over layers, lr 0.5 / lr 0.1"], lr_ratio, log=True)})
+
+
+PLATEAU_GAP = 0.05  # nats: "no plateau" when the early training loss is this much lower
+
+
+def he_removes_plateau(vgg: dict[tuple[str, float], Sequence], he: Sequence) -> Claim:
+    """The standard VGG's initial plateau is its Glorot initialization's (He et al. 2015: Glorot's variance halves
+    the signal at every ReLU layer). Per seed (the standard network at lr 0.1, Glorot and He paired by seed): the
+    mean training loss over the first `LATE` steps, Glorot's minus He's > `PLATEAU_GAP` nats; the final test
+    accuracies are reported beside it. Reversed: He's higher by as much."""
+    pairs = paired(vgg["none", 0.1], he)
+    early = lambda r: float(np.mean(r.history["train_loss"][:LATE]))
+    gap = [early(g) - early(h) for g, h in pairs]
+    values = {"early loss, Glorot": [early(g) for g, _ in pairs], "early loss, He": [early(h) for _, h in pairs],
+              "test acc, Glorot": [accuracy(g) for g, _ in pairs], "test acc, He": [accuracy(h) for _, h in pairs]}
+    book = (f"mean training loss over steps 0-{LATE - 1}: Glorot {spread(values['early loss, Glorot'], '.3f')}, He "
+            f"{spread(values['early loss, He'], '.3f')} (ln 10 = {np.log(10):.3f}); final test acc Glorot "
+            f"{spread(values['test acc, Glorot'], scale=100)}%, He {spread(values['test acc, He'], scale=100)}%")
+    return _claim(4, S4_HE, "The standard VGG's initial plateau is its Glorot initialization's: with He initialization "
+                  "it is gone.", "not tested by Santurkar et al. (their VGG: Glorot initialization throughout)", book,
+                  scale_of(he[0]), {"Glorot's early loss higher": above(gap, PLATEAU_GAP)},
+                  f"per seed, the mean training loss over the first {LATE} steps, Glorot's − He's > {PLATEAU_GAP:g} "
+                  f"nats (reversed: He's higher by as much)", he, values,
+                  {"He's early loss higher": below(gap, -PLATEAU_GAP)})
+
+
+def bn_faster_than_he(vgg: dict[tuple[str, float], Sequence], he: Sequence) -> Claim:
+    """`bn_trains_faster`'s rule at lr 0.1 against the standard network with He initialization: per seed, BN's
+    final training and test accuracy each more than 5 points above the He network's (`_faster`)."""
+    pairs = paired(he, vgg["batch", 0.1])
+    values = {"test acc, He standard": [accuracy(h) for h, _ in pairs], "test acc, BN": [accuracy(b) for _, b in pairs]}
+    gap = np.subtract(values["test acc, BN"], values["test acc, He standard"])
+    book = (f"test acc BN {spread(values['test acc, BN'], scale=100)}% vs He standard "
+            f"{spread(values['test acc, He standard'], scale=100)}%; BN − He: {spread(gap, scale=100)} points")
+    return _claim(4, S4_HE, "BN trains faster than the standard network also when that one starts with He "
+                  "initialization.", "not tested by Santurkar et al. (Fig. 1: BN 83% vs standard 80% at lr 0.1, "
+                  "Glorot initialization)", book, scale_of(he[0]), {"lr 0.1": _faster(pairs)},
+                  "BN's final training and test accuracy each > 5 points above the He network's", he, values)
 
 
 # --- chapter 4.9: the learning-rate sweep (the artifact `experiments.load_grid("lr-sweep")`, by `analysis.sweep_cells`) ---

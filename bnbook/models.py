@@ -9,7 +9,8 @@ Every model has `model.blocks` in order, so "layer #i" of the papers is `model.b
 `block.layer` holds the weight W_i, `block.norm` the normalization, and the norm's output is the input
 to the nonlinearity (the quantity whose distribution the papers plot).
 Initialization is Glorot (Xavier) uniform with zero biases, as in the paper, unless `init_std` is
-given, in which case weights are N(0, init_std²) ("small random Gaussian", Ioffe & Szegedy).
+given, in which case weights are N(0, init_std²) ("small random Gaussian", Ioffe & Szegedy), or, for the VGG,
+`init="he"`: He et al.'s (2015) N(0, 2/fan_in) for the ReLU layers (chapter 4's control for Glorot's plateau).
 """
 
 from __future__ import annotations
@@ -74,10 +75,17 @@ class Net(nn.Module):
         return self.head(x.flatten(1) if x.dim() > 2 else x)
 
 
-def _init(model: nn.Module, init_std: float | None, generator: torch.Generator) -> None:
+INITS = ("glorot", "he")
+
+
+def _init(model: nn.Module, init_std: float | None, generator: torch.Generator, init: str = "glorot") -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if init_std is None:
+            if init == "he":
+                # a ReLU follows every convolution (gain √2); the head feeds the loss directly (gain 1, fan_in)
+                relu = isinstance(m, nn.Conv2d)
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu" if relu else "linear", generator=generator)
+            elif init_std is None:
                 nn.init.xavier_uniform_(m.weight, generator=generator)
             else:
                 nn.init.normal_(m.weight, 0.0, init_std, generator=generator)
@@ -92,12 +100,15 @@ def vgg(
     num_classes: int = 10,
     seed: int = 0,
     init_std: float | None = None,
+    init: str = "glorot",
 ) -> Net:
     """VGG for 32×32 inputs: the conv stack of `config` with channels × `width`, then one linear layer.
 
     A norm follows every convolution (bias dropped when the norm has its own β); `seed` fixes the
-    initialization and the noise generators of noisy layers.
+    initialization and the noise generators of noisy layers. `init`: "glorot" (the paper's) or "he".
     """
+    if init not in INITS or (init == "he" and init_std is not None):
+        raise ValueError(f"init={init!r} must be one of {INITS}, and 'he' comes without init_std (got {init_std})")
     if config not in VGG_CONFIGS:
         raise ValueError(f"unknown VGG config {config!r}; choose one of {', '.join(VGG_CONFIGS)}")
     if not width > 0:
@@ -113,7 +124,7 @@ def vgg(
         blocks.append(Block(conv, make_norm(norm, c_out, seed=seed * 1000 + len(blocks)), nn.ReLU(), pool))
         c_in = c_out
     model = Net(blocks, head=nn.Linear(c_in, num_classes))
-    _init(model, init_std, torch.Generator().manual_seed(seed))
+    _init(model, init_std, torch.Generator().manual_seed(seed), init)
     model.channels_last = True
     return model.to(memory_format=torch.channels_last)
 

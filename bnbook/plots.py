@@ -566,3 +566,27 @@ def lr_sweep(sweep: dict, axes: Sequence[Axes], paper: dict[tuple[str, float], f
     axes[1].set_ylabel("median lr·λ_max")
     axes[2].axhline(1, color="0.5", ls=":", lw=0.8)
     axes[2].set_ylabel("layer 1: ‖w‖² end / start")
+
+
+def effective_lr_curves(runs: Sequence[Run], ax: Axes | None = None, over: Sequence[Run] | None = None) -> Axes:
+    """Each layer's effective learning rate η/‖W_i‖² over training (`analysis.effective_lr_history`), the median over
+    the seeds `runs`, one line per layer (darker: deeper). With `over` (another ensemble, paired by seed), the
+    ratio of the two ensembles' effective rates instead, seed by seed, then the median."""
+    from .analysis import effective_lr_history
+
+    ax = ax or plt.gca()
+    if over is None:
+        curves = [effective_lr_history(r) for r in runs]
+    else:
+        by_seed = {r.config.seed: r for r in over}
+        curves = [effective_lr_history(r) / effective_lr_history(by_seed[r.config.seed])
+                  for r in runs if r.config.seed in by_seed]
+    n = min(len(c) for c in curves)  # a diverged run has fewer probes
+    med = np.median(np.stack([c[:n] for c in curves]), axis=0)
+    steps = runs[0].history["probe_step"][:n]
+    shades = plt.get_cmap("viridis")(np.linspace(0.9, 0.1, med.shape[1]))
+    for i in range(med.shape[1]):
+        ax.plot(steps, med[:, i], color=shades[i], lw=1.1, label=f"layer {i + 1}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    return ax

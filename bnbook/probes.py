@@ -7,6 +7,7 @@
   loss range, gradient predictiveness ‖∇L(x − ηd) − g‖ and effective β-smoothness.
 - BN at inference (chapter 2): `predict` in either mode, Algorithm 2's `population_statistics`, and
   `with_statistics`, a copy of a network that normalizes with given statistics.
+- `weight_norms`: each layer's ‖W_i‖², recorded at every probe (BN's effective learning rate η/‖W_i‖², chapter 4.11).
 - `sharpness`: the top eigenvalue λ_max of the loss's Hessian (Lanczos on exact Hessian-vector products),
   the exact curvature along the gradient, and how well the gradient aligns with the top eigenvector.
 
@@ -137,6 +138,13 @@ def _loss_and_grads(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> 
 
 def _flat(ts: list[Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in ts])
+
+
+def weight_norms(model: nn.Module) -> np.ndarray:
+    """‖W_i‖² of every numbered layer's weight (`model.blocks[i - 1].layer.weight`), in float64: with BN after
+    layer i, the loss is invariant to W_i's scale, and a step of size η moves its direction by η/‖W_i‖²
+    (the effective learning rate, chapter 2 and Arora, Li & Lyu 2019)."""
+    return np.array([b.layer.weight.detach().double().pow(2).sum().item() for b in model.blocks])
 
 
 def activation_stats(model: nn.Module, x: Tensor, layers: tuple[int, ...]) -> dict[str, np.ndarray]:

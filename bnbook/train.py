@@ -47,6 +47,7 @@ class Config:
     depth: int = 3  # mlp: hidden layers; dln: linear layers
     hidden: int = 100  # mlp: units per hidden layer; dln: width
     init_std: float = 0.0  # 0 → Glorot uniform (the paper's); > 0 → N(0, init_std²)
+    init: str = "glorot"  # vgg: "glorot" (the paper's) or "he" (N(0, 2/fan_in): chapter 4's control)
     train_size: int = 50000  # the first N training images (CIFAR-10) or the N samples (dln)
     test_size: int = 10000  # the first N test images used for evaluation
     augment: bool = False  # random crop + flip; the paper used none
@@ -82,6 +83,9 @@ class Config:
             problems.append(f"batch_size={self.batch_size} exceeds train_size={self.train_size}")
         if self.model == "vgg" and self.arch not in models.VGG_CONFIGS:
             problems.append(f"arch={self.arch!r} is not one of {tuple(models.VGG_CONFIGS)}")
+        if self.init not in models.INITS or (self.init == "he" and (self.model != "vgg" or self.init_std)):
+            problems.append(f"init={self.init!r} must be one of {models.INITS}; 'he' is for model 'vgg' without "
+                            f"init_std")
         if not self.width > 0 or self.init_std < 0:
             problems.append(f"width={self.width!r} must be > 0 and init_std={self.init_std!r} >= 0")
         if self.sharpness_every and (not self.probe_every or self.sharpness_every % self.probe_every):
@@ -122,7 +126,7 @@ class Config:
 
     def label(self) -> str:
         """A short human-readable description of the scale, to print beside every result."""
-        init = f", N(0, {self.init_std:g}²) init" if self.init_std else ""
+        init = f", N(0, {self.init_std:g}²) init" if self.init_std else ", He init" if self.init == "he" else ""
         if self.model == "vgg":
             net = f"VGG-{ {'A': 11, 'D': 16}[self.arch] } ×{self.width:g} width{init}"
             data = f"{self.train_size // 1000}k CIFAR-10 train images, batch {self.batch_size}"
@@ -169,7 +173,7 @@ def build_model(cfg: Config) -> nn.Module:
     """The freshly initialized model that `cfg` trains."""
     init_std = cfg.init_std or None
     if cfg.model == "vgg":
-        return models.vgg(cfg.arch, cfg.width, cfg.norm, seed=cfg.seed, init_std=init_std)
+        return models.vgg(cfg.arch, cfg.width, cfg.norm, seed=cfg.seed, init_std=init_std, init=cfg.init)
     if cfg.model == "mlp":
         return models.mlp(hidden=cfg.hidden, depth=cfg.depth, norm=cfg.norm, seed=cfg.seed, init_std=init_std)
     return models.deep_linear(cfg.depth, cfg.hidden, cfg.norm, seed=cfg.seed, init_std=init_std,
@@ -249,7 +253,7 @@ def _recording_shift(model: nn.Module, layers: tuple[int, ...], shift: dict[str,
 
 def run_probes(cfg: Config, model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor, step: int) -> dict[str, Any]:
     """Every probe `cfg` asks for, at the current parameters and batch (none changes the trajectory)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"wnorm2": probes.weight_norms(model)}
     if cfg.act_layers:
         out.update(probes.activation_stats(model, x, cfg.act_layers))
     # ICS and both landscape probes start from the same gradient: computed once

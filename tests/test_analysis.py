@@ -306,3 +306,18 @@ def test_normalized_landscape_quantities_divide_by_the_gradients_size():
     run = Run(dataclasses.replace(BOOK_VGG, lr=0.1), h, {"status": "ok"}, {})
     np.testing.assert_allclose(analysis.landscape_per_probe(run, "loss_range_rel"), [2.0 / (0.1 * 4), 0.5 / (0.1 * 16)])
     np.testing.assert_allclose(analysis.landscape_per_probe(run, "graddiff_rel"), [2.0 / 2.0, 4.0 / 4.0])
+
+
+def test_effective_lr_history_and_the_growth_of_scale_invariant_weights(fake_cifar):
+    # with BN after every convolution the loss is invariant to each W_i's scale: the gradient is orthogonal to W_i,
+    # so every SGD step lengthens it (||W||^2 grows by lr^2 ||grad||^2) and the effective rate lr/||W||^2 only falls
+    cfg = dataclasses.replace(TINY_VGG, norm="batch", lr=0.5, steps=12, probe_every=1)
+    run = train(cfg)
+    eff = analysis.effective_lr_history(run)
+    assert eff.shape == (12, 8)
+    np.testing.assert_allclose(eff, cfg.lr / run.history["wnorm2"])
+    assert (np.diff(run.history["wnorm2"], axis=0) / run.history["wnorm2"][:-1] > -1e-5).all()
+    assert (eff[-1] < eff[0]).all()
+    # without BN nothing makes the steps orthogonal: some layer's norm falls at some step
+    plain = train(dataclasses.replace(cfg, norm="none", lr=0.1))
+    assert (np.diff(plain.history["wnorm2"], axis=0) < 0).any()

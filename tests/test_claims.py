@@ -302,3 +302,41 @@ def test_vgg_landscape_normalized_divides_out_the_gradient():
     assert np.allclose(c.values["median gradient change / ‖g‖, standard / BN"], 4.0)
     vgg["batch", 0.1] = [run("batch", s, 0.25, 1.0, 1.0) for s in range(3)]  # now BN's is the smaller gradient
     assert claims.vgg_landscape_normalized(vgg).verdict == "reversed"
+
+
+def _probed(norm, lr, seed, wnorm2, early_loss=2.3, test_acc=0.4, train_acc=0.4, init="glorot"):
+    """A run whose history holds what the effective-rate and plateau claims read."""
+    cfg = dataclasses.replace(BOOK_VGG, norm=norm, lr=lr, seed=seed, init=init)
+    history = {"probe_step": np.array([0, 390]), "wnorm2": np.asarray(wnorm2, dtype=float),
+               "train_loss": np.full(400, early_loss)}
+    final = {"status": "ok", "train_acc": train_acc, "test_acc": test_acc, "train_loss": 1.5, "diverged_at": -1}
+    return Run(cfg, history, final, {})
+
+
+def test_auto_rate_tuning_compares_the_effective_rates_at_the_last_probe():
+    start = [[1.0, 2.0], [1.0, 2.0]]
+    v = {("batch", 0.1): [_probed("batch", 0.1, s, [[1.0, 2.0], [1.1, 2.2]]) for s in range(5)]}
+    # lr 0.5 grew the weights 2x more (ratio 5/2 = 2.5 < 5/1.5) in every layer: reproduced
+    v["batch", 0.5] = [_probed("batch", 0.5, s, [[1.0, 2.0], [2.2, 4.4 + 0.01 * s]]) for s in range(5)]
+    c = claims.bn_auto_rate_tuning(v)
+    assert c.verdict == "reproduced" and c.values["layer 1, lr 0.5 / lr 0.1"] == pytest.approx([2.5] * 5)
+    # one layer whose norm did not grow: its ratio stays 5 and the claim fails; every layer at 5 is not reversed
+    v["batch", 0.5] = [_probed("batch", 0.5, s, [[1.0, 2.0], [2.2, 2.2]]) for s in range(5)]
+    assert claims.bn_auto_rate_tuning(v).verdict == "not reproduced"
+    v["batch", 0.5] = [_probed("batch", 0.5, s, start[:1] + [[1.1 / (1.2 + 0.01 * s), 2.2 / 1.2]]) for s in range(5)]
+    assert claims.bn_auto_rate_tuning(v).verdict == "reversed"  # the weights shrank at the larger rate: ratio 6
+
+
+def test_the_he_control_reads_the_plateau_and_the_accuracy_gap():
+    w = [[1.0], [1.0]]
+    vgg = {("none", 0.1): [_probed("none", 0.1, s, w, early_loss=2.3, test_acc=0.35) for s in range(5)],
+           ("batch", 0.1): [_probed("batch", 0.1, s, w, early_loss=1.9, test_acc=0.55, train_acc=0.6) for s in range(5)]}
+    he = [_probed("none", 0.1, s, w, early_loss=2.0 + 0.01 * s, test_acc=0.45, train_acc=0.45, init="he") for s in range(3)]
+    plateau = claims.he_removes_plateau(vgg, he)
+    assert plateau.verdict == "reproduced" and plateau.seeds == "3 seeds (0-2) per configuration"
+    assert plateau.values["early loss, He"] == pytest.approx([2.0, 2.01, 2.02]) and "He init" in plateau.scale
+    assert claims.bn_faster_than_he(vgg, he).verdict == "reproduced"  # 10 points in both accuracies
+    he_close = [dataclasses.replace(r, final=r.final | {"test_acc": 0.53, "train_acc": 0.58}) for r in he]
+    assert claims.bn_faster_than_he(vgg, he_close).verdict == "not reproduced"
+    later = [_probed("none", 0.1, s, w, early_loss=2.5 + 0.01 * s, init="he") for s in range(3)]
+    assert claims.he_removes_plateau(vgg, later).verdict == "reversed"

@@ -30,6 +30,29 @@ def test_vgg_width_and_glorot_init():
     assert not torch.equal(w, models.vgg("A", width=0.5, seed=2).blocks[3].layer.weight)
 
 
+def test_vgg_he_init_keeps_the_relu_signal():
+    m = models.vgg("A", width=0.5, seed=1, init="he")
+    for b in m.blocks[2:]:  # enough weights for the sample std to be within 2% of N(0, 2/fan_in)'s
+        w = b.layer.weight
+        assert abs(w.std().item() / math.sqrt(2 / (w.shape[1] * 9)) - 1) < 0.02
+    assert abs(m.head.weight.std().item() * math.sqrt(m.head.in_features) - 1) < 0.1  # no ReLU after the head
+    assert all((b.layer.bias == 0).all() for b in m.blocks)
+    assert torch.equal(m.blocks[3].layer.weight, models.vgg("A", width=0.5, seed=1, init="he").blocks[3].layer.weight)
+    # the signal's second moment through the eight ReLU layers: He keeps it within 10x, Glorot loses 2x a layer
+    x = torch.randn(64, 3, 32, 32)
+    def last(model):
+        h = model.blocks[0](x)
+        for b in model.blocks[1:]:
+            h = b(h)
+        return h.pow(2).mean().item()
+    with torch.no_grad():
+        assert last(m) > 30 * last(models.vgg("A", width=0.5, seed=1))
+    with pytest.raises(ValueError, match="init='lecun'"):
+        models.vgg("A", init="lecun")
+    with pytest.raises(ValueError, match="without init_std"):
+        models.vgg("A", init="he", init_std=0.1)
+
+
 def test_deep_linear_is_linear_and_normed_between_layers():
     m = models.deep_linear(depth=5, width=4, norm="batch")
     assert [type(b.norm) for b in m.blocks] == [norms.BatchNorm] * 4 + [torch.nn.Identity]

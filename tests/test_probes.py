@@ -35,6 +35,10 @@ def test_probes_do_not_change_the_trajectory(fake_cifar, norm):
     # the sharpness probe at steps 0 and 4, NaN at the probe step between
     assert np.isfinite(b.history["sharp_lmax"][[0, 2]]).all() and np.isnan(b.history["sharp_lmax"][1])
     assert_same_run(b, train.train(probed))  # probes themselves are deterministic
+    # every probe records each layer's ||W_i||^2: at step 0, the initial weights'
+    init = models.vgg("A", TINY_VGG.width, norm, seed=TINY_VGG.seed)
+    assert b.history["wnorm2"].shape == (3, 8)
+    np.testing.assert_allclose(b.history["wnorm2"][0], [float(m.layer.weight.double().pow(2).sum()) for m in init.blocks])
 
 
 def _dln_loss(model, x, y):

@@ -75,6 +75,8 @@ def test_dln_full_batch_gd_decreases_loss():
         (dict(probe_stats="running"), "probe_stats='running'"),
         (dict(probe_stats="frozen", norm="none", landscape=(1.0,)), "probe_stats='frozen' needs a BN norm"),
         (dict(probe_stats="frozen", norm="batch"), "probe_stats='frozen' needs a BN norm"),
+        (dict(init="lecun"), "init='lecun' must be one of"),
+        (dict(init="he", init_std=0.1), "'he' is for model 'vgg' without init_std"),
     ],
 )
 def test_bad_config_values_give_clear_errors(change, message):
@@ -86,6 +88,8 @@ def test_config_roundtrip_and_label():
     cfg = dataclasses.replace(TINY_VGG, landscape=(0.5, 1.0), act_layers=(1, 3))
     assert train.config_from_dict(dataclasses.asdict(cfg)) == cfg
     assert "VGG-11 ×0.125 width" in cfg.label() and "8 steps" in cfg.label()
+    he = dataclasses.replace(cfg, init="he")
+    assert "×0.125 width, He init, norm=none" in he.label() and train.config_from_dict(dataclasses.asdict(he)) == he
     with pytest.raises(ValueError, match="unknown Config fields"):
         train.config_from_dict({"nonsense": 1})
 
