@@ -325,6 +325,11 @@ def test_auto_rate_tuning_compares_the_effective_rates_at_the_last_probe():
     assert claims.bn_auto_rate_tuning(v).verdict == "not reproduced"
     v["batch", 0.5] = [_probed("batch", 0.5, s, start[:1] + [[1.1 / (1.2 + 0.01 * s), 2.2 / 1.2]]) for s in range(5)]
     assert claims.bn_auto_rate_tuning(v).verdict == "reversed"  # the weights shrank at the larger rate: ratio 6
+    # a run that diverged has fewer probes: each pair is compared at the last probe both reached
+    v["batch", 0.5] = [_probed("batch", 0.5, s, [[1.0, 2.0], [2.2, 4.4]]) for s in range(5)]
+    v["batch", 0.1][0] = dataclasses.replace(v["batch", 0.1][0], history=v["batch", 0.1][0].history | {
+        "probe_step": np.array([0, 390, 400]), "wnorm2": np.array([[1.0, 2.0], [1.1, 2.2], [9.0, 9.0]])})
+    assert claims.bn_auto_rate_tuning(v).values["layer 1, lr 0.5 / lr 0.1"] == pytest.approx([2.5] * 5)
 
 
 def test_the_he_control_reads_the_plateau_and_the_accuracy_gap():
@@ -338,5 +343,8 @@ def test_the_he_control_reads_the_plateau_and_the_accuracy_gap():
     assert claims.bn_faster_than_he(vgg, he).verdict == "reproduced"  # 10 points in both accuracies
     he_close = [dataclasses.replace(r, final=r.final | {"test_acc": 0.53, "train_acc": 0.58}) for r in he]
     assert claims.bn_faster_than_he(vgg, he_close).verdict == "not reproduced"
+    he_ahead = [dataclasses.replace(r, final=r.final | {"test_acc": 0.65 + 0.01 * k, "train_acc": 0.7})
+                for k, r in enumerate(he)]
+    assert claims.bn_faster_than_he(vgg, he_ahead).verdict == "reversed"  # He 10 points above BN in both
     later = [_probed("none", 0.1, s, w, early_loss=2.5 + 0.01 * s, init="he") for s in range(3)]
     assert claims.he_removes_plateau(vgg, later).verdict == "reversed"
