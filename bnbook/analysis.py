@@ -471,6 +471,15 @@ def effective_lr_history(run: Run) -> np.ndarray:
     return run.config.lr / np.asarray(run.history["wnorm2"], dtype=np.float64)
 
 
+def effective_lr_ratio(a: Run, b: Run) -> np.ndarray:
+    """`a`'s effective learning rates over `b`'s (`effective_lr_history`), layer by layer, at the probes both runs
+    reached (a diverged run's history stops early); they must have been probed at the same steps."""
+    n = min(len(a.history["probe_step"]), len(b.history["probe_step"]))
+    if not np.array_equal(a.history["probe_step"][:n], b.history["probe_step"][:n]):
+        raise ValueError("the two runs were probed at different steps")
+    return effective_lr_history(a)[:n] / effective_lr_history(b)[:n]
+
+
 # --- the extended scale (chapter 4.10): whole histories, so that the claims read them as they read the book's runs ---
 
 # per-step and per-sample arrays that the landscape claims do not read and that would make the artifact large

@@ -1218,17 +1218,16 @@ def bn_auto_rate_tuning(vgg: dict[tuple[str, float], Sequence]) -> Claim:
     (`analysis.effective_lr_history`): the largest over the layers of the effective rate at 0.5 over that at 0.1;
     the condition is that it is below 5/1.5 (the learning rates' ratio closed by more than 1.5×). Reversed: the
     smallest over the layers above 5 (the gap widened in every layer)."""
-    from .analysis import effective_lr_history
+    from .analysis import effective_lr_ratio
 
     pairs = paired(vgg["batch", 0.1], vgg["batch", 0.5])
     lr_ratio = pairs[0][1].config.lr / pairs[0][0].config.lr
-    # at the last probe both runs of a pair reached (a diverged run's history stops early)
-    last = [min(len(lo.history["probe_step"]), len(hi.history["probe_step"])) - 1 for lo, hi in pairs]
-    end = [effective_lr_history(hi)[n] / effective_lr_history(lo)[n] for (lo, hi), n in zip(pairs, last)]
+    ratios = [effective_lr_ratio(hi, lo) for lo, hi in pairs]
+    end = [r[-1] for r in ratios]  # at the last probe both runs of a pair reached
     values = {"largest over layers, lr 0.5 / lr 0.1": [float(r.max()) for r in end],
               "smallest over layers, lr 0.5 / lr 0.1": [float(r.min()) for r in end],
               "layer 1, lr 0.5 / lr 0.1": [float(r[0]) for r in end]}
-    step = int(pairs[0][0].history["probe_step"][last[0]])
+    step = int(pairs[0][0].history["probe_step"][len(ratios[0]) - 1])
     book = (f"η/‖W_i‖² at lr 0.5 over lr 0.1 at step {step} (5 at step 0): largest over the layers "
             f"{spread(values['largest over layers, lr 0.5 / lr 0.1'], '.2f')}, smallest "
             f"{spread(values['smallest over layers, lr 0.5 / lr 0.1'], '.2f')}")

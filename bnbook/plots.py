@@ -572,15 +572,14 @@ def effective_lr_curves(runs: Sequence[Run], ax: Axes | None = None, over: Seque
     """Each layer's effective learning rate η/‖W_i‖² over training (`analysis.effective_lr_history`), the median over
     the seeds `runs`, one line per layer (darker: deeper). With `over` (another ensemble, paired by seed), the
     ratio of the two ensembles' effective rates instead, seed by seed, then the median."""
-    from .analysis import effective_lr_history
+    from .analysis import effective_lr_history, effective_lr_ratio
 
     ax = ax or plt.gca()
     if over is None:
         curves = [effective_lr_history(r) for r in runs]
     else:
         by_seed = {r.config.seed: r for r in over}
-        curves = [effective_lr_history(r) / effective_lr_history(by_seed[r.config.seed])
-                  for r in runs if r.config.seed in by_seed]
+        curves = [effective_lr_ratio(r, by_seed[r.config.seed]) for r in runs if r.config.seed in by_seed]
     n = min(len(c) for c in curves)  # a diverged run has fewer probes
     med = np.median(np.stack([c[:n] for c in curves]), axis=0)
     steps = runs[0].history["probe_step"][:n]

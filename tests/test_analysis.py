@@ -321,3 +321,9 @@ def test_effective_lr_history_and_the_growth_of_scale_invariant_weights(fake_cif
     # without BN nothing makes the steps orthogonal: some layer's norm falls at some step
     plain = train(dataclasses.replace(cfg, norm="none", lr=0.1))
     assert (np.diff(plain.history["wnorm2"], axis=0) < 0).any()
+    # the ratio of two runs' effective rates: at the probes both reached, only if probed at the same steps
+    short = dataclasses.replace(run, history=run.history | {k: run.history[k][:5] for k in ("probe_step", "wnorm2")})
+    np.testing.assert_allclose(analysis.effective_lr_ratio(run, short), np.ones((5, 8)))
+    shifted = dataclasses.replace(short, history=short.history | {"probe_step": short.history["probe_step"] + 1})
+    with pytest.raises(ValueError, match="different steps"):
+        analysis.effective_lr_ratio(run, shifted)
