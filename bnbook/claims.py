@@ -318,7 +318,14 @@ SHIFT_LIMIT = 5.0
 def shift(live: Condition, ref: Condition) -> float:
     """|mean margin of `live` - that of `ref`| in seed standard deviations (pooled, at least a tenth of `ref`'s mean
     margin: see `SHIFT_LIMIT`); 0 where either is not finite or has a single seed."""
-    a, b = np.asarray(live.margins), np.asarray(ref.margins)
+    return mean_shift(live.margins, ref.margins)
+
+
+def mean_shift(live: Sequence[float], ref: Sequence[float]) -> float:
+    """How far the mean of one ensemble's numbers (`live`, e.g. recomputed on this machine) is from another's (`ref`,
+    e.g. a committed artifact's), in seed standard deviations: pooled, at least a tenth of `ref`'s mean (see
+    `SHIFT_LIMIT`); 0 where either has a number that is not finite or a single seed."""
+    a, b = np.asarray(live, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if not (np.isfinite(a).all() and np.isfinite(b).all()) or len(a) < 2 or len(b) < 2:
         return 0.0
     sd = max(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2), abs(b.mean()) / 10)

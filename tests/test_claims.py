@@ -181,6 +181,10 @@ def test_check_accepts_a_run_that_differs_from_the_committed_record_only_in_unde
     tight = claims.above([0.99999, 0.999991, 0.999989], 0.99)
     assert claims.shift(claims.above([0.99998, 0.999979, 0.999981], 0.99), tight) < 0.1
     assert claims.shift(claims.above([0.9999] * 3, 0.99), tight) == pytest.approx(0.00009 / 0.000999, rel=1e-3)
+    # on plain numbers (an artifact's ensemble against one recomputed here): the pooled sd, or a tenth of the mean
+    assert claims.mean_shift([4.0, 6.0], [1.0, 3.0]) == pytest.approx(3 / np.sqrt(2))
+    assert claims.mean_shift([2.1e6, 2.1e6], [2.0e6, 2.0e6]) == pytest.approx(0.5)
+    assert claims.mean_shift([np.inf, 1.0], [1.0, 2.0]) == 0.0  # not finite: no measure (callers check finiteness)
     # a machine where BN loses at lr 0.1 contradicts the record (holds there, fails here): the check stops
     lost = claims.bn_trains_faster(_vgg_ensembles(bn_test=(0.2, 0.2, 0.21, 0.2, 0.2)))
     assert lost.conditions["lr 0.1"].decision is False
