@@ -136,8 +136,8 @@ def test_an_ensemble_is_every_seed_of_its_configuration_in_seed_order(cache, mon
     vgg = dataclasses.replace(experiments.BOOK_VGG, norm="batch", lr=0.5, seed=3)
     assert [c.seed for c in experiments.ensemble(vgg)] == list(experiments.HEADLINE_SEEDS)  # headline: 5 seeds
     assert [c.seed for c in experiments.ensemble(dataclasses.replace(vgg, lr=0.01))] == list(experiments.SEEDS)
-    # chapter 4's He control is not a headline configuration: 3 seeds, beside the 5 of the Glorot network it controls
-    assert [c.seed for c in experiments.HE_VGG] == list(experiments.SEEDS) and experiments.HE_VGG[0].init == "he"
+    # chapter 4's He control restates the headline comparison at lr 0.1: the headline's 5 seeds
+    assert [c.seed for c in experiments.HE_VGG] == list(experiments.HEADLINE_SEEDS) and experiments.HE_VGG[0].init == "he"
     assert set(experiments.HE_VGG) <= set(experiments.chapter_runs(4))
     assert all(dataclasses.replace(c, seed=0) == dataclasses.replace(vgg, seed=0) for c in experiments.ensemble(vgg))
     monkeypatch.setattr(experiments, "SEEDS", (0, 1))  # a tiny ensemble of the tiny DLN: trained, then cached
